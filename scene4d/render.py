@@ -1,0 +1,227 @@
+"""Render a scene along a camera path into video: the ``scene4d render`` job.
+
+A *scene* is anything with ``at(t) -> renderers.Gaussians`` and ``bounds()``; a static 3DGS
+``.ply`` is wrapped in :class:`StaticScene` so splats from other tools render through the same path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol, Tuple, Union
+
+import torch
+from tqdm import tqdm
+
+from cameras import (
+    Cameras,
+    dolly_zoom,
+    intrinsics_from_fov,
+    orbit,
+    read_camera_path,
+    spiral,
+)
+from renderers import Gaussians, RasterOptions, rasterize
+
+from .media import colorize_depth, write_image, write_video
+
+
+class SceneLike(Protocol):
+    def at(self, t: float) -> Gaussians: ...
+
+    def bounds(self) -> Tuple[torch.Tensor, float]: ...
+
+
+class UsageError(ValueError):
+    """Bad command-line input: the message says what and how to fix it."""
+
+
+@dataclass
+class StaticScene:
+    """A static Gaussian set (e.g. a 3DGS .ply): the same Gaussians at every time."""
+
+    gaussians: Gaussians
+
+    def at(self, t: float) -> Gaussians:
+        return self.gaussians
+
+    def bounds(self) -> Tuple[torch.Tensor, float]:
+        return robust_bounds(self.gaussians)
+
+
+def robust_bounds(g: Gaussians) -> Tuple[torch.Tensor, float]:
+    """(centre (3,), radius) of the opaque bulk of a Gaussian set, ignoring far-flung floaters."""
+    m = g.means.detach()
+    keep = g.opacities.detach() > 0.1
+    if keep.sum() >= 8:
+        m = m[keep]
+    if m.shape[0] == 0:
+        return torch.zeros(3), 1.0
+    lo = torch.quantile(m.float(), 0.02, dim=0)
+    hi = torch.quantile(m.float(), 0.98, dim=0)
+    center = (lo + hi) / 2
+    radius = float((hi - lo).norm() / 2)
+    return center, max(radius, 1e-3)
+
+
+def parse_size(spec: str) -> Tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", spec or "")
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise UsageError(f"--size must look like WIDTHxHEIGHT (e.g. 640x480), got {spec!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_background(spec: Union[str, tuple, float]) -> Tuple[float, float, float]:
+    named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5), "gray": (0.5, 0.5, 0.5)}
+    if isinstance(spec, str):
+        if spec.lower() in named:
+            return named[spec.lower()]
+        try:
+            vals = tuple(float(x) for x in spec.split(","))
+        except ValueError:
+            vals = ()
+        if len(vals) == 1:
+            vals = vals * 3
+        if len(vals) != 3 or not all(0 <= v <= 1 for v in vals):
+            raise UsageError(f"--background must be white, black, grey or R,G,B in [0,1]; got {spec!r}")
+        return vals  # type: ignore[return-value]
+    return tuple(spec)  # type: ignore[return-value]
+
+
+UP = {"+z": (0.0, 0.0, 1.0), "z": (0.0, 0.0, 1.0), "-z": (0.0, 0.0, -1.0), "+y": (0.0, 1.0, 0.0),
+      "y": (0.0, 1.0, 0.0), "-y": (0.0, -1.0, 0.0), "+x": (1.0, 0.0, 0.0), "x": (1.0, 0.0, 0.0), "-x": (-1.0, 0.0, 0.0)}
+
+
+def make_path(
+    path: str,
+    scene: SceneLike,
+    *,
+    frames: int,
+    size: Tuple[int, int],
+    time: str = "play",
+    fov_deg: float = 45.0,
+    elevation_deg: float = 20.0,
+    radius: Optional[float] = None,
+    up: Union[str, Tuple[float, float, float]] = "+z",
+    center: Optional[Tuple[float, float, float]] = None,
+    train_cameras: Optional[Cameras] = None,
+    test_cameras: Optional[Cameras] = None,
+) -> Cameras:
+    """Build the cameras of a named path (orbit, spiral, dolly, train, test) or a camera_path.json."""
+    w, h = size
+    if isinstance(up, str):
+        if up not in UP:
+            raise UsageError(f"--up must be one of {sorted(set(UP))}, got {up!r}")
+        up = UP[up]
+    c, r = scene.bounds()
+    if center is not None:
+        c = torch.as_tensor(center, dtype=torch.float32)
+    K = intrinsics_from_fov(math.radians(fov_deg), w, h)
+    # frame the scene's bounding sphere with some margin
+    dist = radius if radius is not None else 1.0 * r / math.sin(math.radians(fov_deg) / 2)
+    name = path.lower()
+    if name == "orbit":
+        return orbit(c, dist, elevation_deg, frames, K=K, width=w, height=h, up=up, time=time)
+    if name == "spiral":
+        return spiral(c, dist, frames, K=K, width=w, height=h, up=up, elevation_deg=elevation_deg, time=time,
+                      z_amplitude=0.25 * r)
+    if name == "dolly":
+        el = math.radians(elevation_deg)
+        u = torch.tensor(up)
+        e1 = torch.tensor([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
+        e1 = e1 - (e1 @ u) * u
+        e1 = e1 / e1.norm()
+        direction = math.cos(el) * e1 + math.sin(el) * u
+        return dolly_zoom(c, dist, dist * 2.0, frames, direction=tuple(direction.tolist()), fov_start_deg=fov_deg,
+                          width=w, height=h, up=up, time=time)
+    if name in ("train", "test"):
+        cams = train_cameras if name == "train" else test_cameras
+        if cams is None:
+            raise UsageError(f"--path {name} needs a scene folder with {name} cameras (cameras.json); "
+                             "a .ply file has none")
+        from cameras import schedule_times
+
+        cams = cams.resized(w, h)
+        if cams.times is None or time != "play":
+            cams = cams.with_times(schedule_times(time, len(cams)))
+        return cams
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        if not p.is_file():
+            raise UsageError(f"--path {path}: no such camera path file")
+        cams = read_camera_path(p)
+        if (cams.width, cams.height) != (w, h):
+            cams = cams.resized(w, h)
+        if cams.times is None or time != "play":
+            from cameras import schedule_times
+
+            cams = cams.with_times(schedule_times(time, len(cams)))
+        return cams
+    raise UsageError(f"--path must be orbit, spiral, dolly, train, test or a camera_path.json; got {path!r}")
+
+
+@dataclass
+class RenderResult:
+    video: Path
+    depth_video: Optional[Path] = None
+    alpha_video: Optional[Path] = None
+    frames_dir: Optional[Path] = None
+    n_frames: int = 0
+    seconds: float = 0.0
+
+
+def render_video(
+    scene: SceneLike,
+    cams: Cameras,
+    out: Path,
+    *,
+    fps: float = 30.0,
+    background=(1.0, 1.0, 1.0),
+    backend: str = "auto",
+    device: Union[str, torch.device] = "cpu",
+    depth: bool = False,
+    alpha: bool = False,
+    png: bool = False,
+    options: RasterOptions = RasterOptions(),
+    progress: bool = True,
+) -> RenderResult:
+    """Render every camera of ``cams`` (each at its own time) and encode the video(s)."""
+    import time as _time
+
+    out = Path(out)
+    device = torch.device(device)
+    cams = cams.to(device=device)
+    times = cams.times if cams.times is not None else torch.zeros(len(cams))
+    rgb_frames, depth_frames, alpha_frames = [], [], []
+    frames_dir = out.with_suffix("") if png else None
+    t0 = _time.perf_counter()
+    cache_t, cache_g = None, None
+    with torch.no_grad():
+        for i in tqdm(range(len(cams)), desc=f"render {out.name}", unit="frame", disable=not progress):
+            t = float(times[i])
+            if cache_t != t:  # frozen time: evaluate the deformation once
+                cache_g, cache_t = scene.at(t).to(device=device), t
+            o = rasterize(cache_g, cams[i], background=background, backend=backend, options=options)
+            rgb_frames.append(o.rgb[0].cpu())
+            if depth:
+                depth_frames.append((o.depth[0].cpu(), o.alpha[0].cpu()))
+            if alpha:
+                alpha_frames.append(o.alpha[0].cpu())
+            if frames_dir is not None:
+                write_image(frames_dir / f"{i:05d}.png", o.rgb[0])
+    res = RenderResult(video=write_video(out, rgb_frames, fps), frames_dir=frames_dir, n_frames=len(cams))
+    if depth:
+        # one depth range for the whole video so brightness means the same distance in every frame
+        d_all = torch.stack([d for d, _ in depth_frames])
+        a_all = torch.stack([a for _, a in depth_frames])
+        vals = d_all[a_all > 0.5]
+        near = float(torch.quantile(vals.float()[:: max(1, vals.numel() // 100000)], 0.01)) if vals.numel() else 0.0
+        far = float(torch.quantile(vals.float()[:: max(1, vals.numel() // 100000)], 0.99)) if vals.numel() else 1.0
+        res.depth_video = write_video(out.with_name(out.stem + "_depth" + out.suffix),
+                                      (colorize_depth(d, a, near, far) for d, a in depth_frames), fps)
+    if alpha:
+        res.alpha_video = write_video(out.with_name(out.stem + "_alpha" + out.suffix), alpha_frames, fps)
+    res.seconds = _time.perf_counter() - t0
+    return res
