@@ -1,0 +1,432 @@
+"""Fit a 4D scene to a calibrated dynamic capture: the ``scene4d reconstruct`` job.
+
+One step: sample a training view (camera, t) -> ``scene.at(t)`` -> rasterize -> L1 + D-SSIM (+ plane
+TV and time smoothness) -> backward -> densification hooks -> optimiser steps. The first
+``warmup_iters`` fit static canonical Gaussians (the deformation is skipped), as in 4DGaussians.
+
+Checkpoints (safetensors + JSON) hold everything the next step depends on — parameters, Adam
+moments, densification statistics, RNG states, the step — so a resumed run is bit-for-bit the run
+that was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from cameras import Cameras
+from renderers import rasterize
+
+from . import losses
+from .deformation import HexPlaneConfig, MLPConfig, config_from_dict, config_to_dict
+from .densify import DefaultStrategy, DensifyConfig
+from .field import PARAM_NAMES, Scene4D, init_params
+from .io import atomic_save_tensors, atomic_write_json, save_scene
+
+
+@dataclass
+class TrainConfig:
+    """A reconstruction run. Presets in :data:`PRESETS`; CLI flags override fields."""
+
+    iters: int = 3000
+    """Optimisation steps."""
+    warmup_iters: int = 300
+    """Steps fitting static canonical Gaussians before the deformation is switched on."""
+    deformation: Union[HexPlaneConfig, MLPConfig, None] = field(default_factory=HexPlaneConfig)
+    """Deformation field; None reconstructs a static scene."""
+    sh_degree: int = 1
+    """Highest SH degree; one band is unlocked every ``sh_interval`` steps."""
+    sh_interval: int = 500
+    init_points: int = 4000
+    """Random initial Gaussians inside the region all training cameras see."""
+    init_opacity: float = 0.1
+    lr_means: float = 1.6e-4
+    """Position learning rate x scene scale, decayed exponentially to 1/100 at the end."""
+    lr_quats: float = 1e-3
+    lr_scales: float = 5e-3
+    lr_opacity: float = 5e-2
+    lr_sh: float = 2.5e-3
+    lr_deform: float = 1.6e-3
+    """MLP head learning rate x scene scale, decayed to 1/10."""
+    lr_planes: float = 1.6e-2
+    """Plane-grid learning rate, decayed to 1/10."""
+    lambda_dssim: float = 0.2
+    plane_tv_weight: float = 2e-4
+    time_smoothness_weight: float = 1e-3
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    checkpoint_every: int = 1000
+    seed: int = 0
+    threads: Optional[int] = None
+    """torch CPU threads (None: torch's default)."""
+
+
+def preset(name: str) -> TrainConfig:
+    """Named presets: ``fast`` (CPU minutes), ``dnerf`` (the D-NeRF benchmark setting), ``quality``."""
+    if name == "fast":
+        return TrainConfig(
+            iters=2000, warmup_iters=300, sh_degree=0, init_points=3000,
+            deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
+            densify=DensifyConfig(refine_start=200, refine_stop=1500, refine_every=100, reset_every=100_000,
+                                  max_gaussians=30_000, grow_grad2d=0.0002),
+            checkpoint_every=500,
+        )
+    if name == "dnerf":
+        return TrainConfig(
+            iters=14_000, warmup_iters=3000, sh_degree=3, init_points=10_000,
+            deformation=HexPlaneConfig(features=32, resolutions=[64, 128], time_resolution=25, hidden=64),
+            densify=DensifyConfig(refine_start=500, refine_stop=10_000, refine_every=100, reset_every=3000,
+                                  max_gaussians=200_000),
+        )
+    if name == "quality":
+        return TrainConfig(
+            iters=30_000, warmup_iters=3000, sh_degree=3, init_points=20_000,
+            deformation=HexPlaneConfig(features=32, resolutions=[64, 128, 256], time_resolution=50, hidden=128),
+            densify=DensifyConfig(refine_start=500, refine_stop=15_000, refine_every=100, reset_every=3000,
+                                  max_gaussians=1_000_000),
+        )
+    raise ValueError(f"unknown preset {name!r}; choose fast, dnerf or quality")
+
+
+PRESETS = ("fast", "dnerf", "quality")
+
+
+def config_to_json(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d["deformation"] = None if cfg.deformation is None else config_to_dict(cfg.deformation)
+    return d
+
+
+def config_from_json(d: dict) -> TrainConfig:
+    d = dict(d)
+    d["deformation"] = None if d.get("deformation") is None else config_from_dict(d["deformation"])
+    d["densify"] = DensifyConfig(**d["densify"])
+    return TrainConfig(**d)
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def sample_init_points(train: Cameras, center: torch.Tensor, radius: float, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n points in the ball (center, radius) that at least half of the train cameras see."""
+    pts = []
+    total = 0
+    for _ in range(50):
+        cand = torch.randn(4 * n, 3, generator=gen)
+        cand = cand / cand.norm(dim=-1, keepdim=True) * torch.rand(4 * n, 1, generator=gen) ** (1 / 3)
+        cand = center + radius * cand
+        R, t = train.world_to_camera[:, :3, :3], train.world_to_camera[:, :3, 3]
+        pc = torch.einsum("cij,nj->cni", R, cand) + t[:, None]
+        uv = torch.einsum("cij,cnj->cni", train.K, pc)
+        z = pc[..., 2]
+        u, v = uv[..., 0] / z.clamp_min(1e-6), uv[..., 1] / z.clamp_min(1e-6)
+        seen = (z > 0) & (u >= 0) & (u < train.width) & (v >= 0) & (v < train.height)
+        keep = seen.float().mean(0) >= 0.5
+        pts.append(cand[keep])
+        total += int(keep.sum())
+        if total >= n:
+            break
+    pts = torch.cat(pts)[:n]
+    if pts.shape[0] < max(16, n // 10):
+        raise RuntimeError(
+            "could not place initial Gaussians: the training cameras do not look at a common region "
+            "(check the capture's camera poses and conventions)"
+        )
+    return pts
+
+
+def make_optimizers(scene: Scene4D, cfg: TrainConfig, scene_scale: float):
+    lrs = {
+        "means": cfg.lr_means * scene_scale, "quats": cfg.lr_quats, "log_scales": cfg.lr_scales,
+        "opacity_logits": cfg.lr_opacity, "sh_dc": cfg.lr_sh, "sh_rest": cfg.lr_sh / 20,
+    }
+    opts = {k: torch.optim.Adam([scene.params[k]], lr=lrs[k], eps=1e-15) for k in PARAM_NAMES}
+    deform_opt = None
+    if scene.deformation is not None:
+        planes = [p for n, p in scene.deformation.named_parameters() if n.startswith("planes")]
+        mlp = [p for n, p in scene.deformation.named_parameters() if not n.startswith("planes")]
+        groups = [{"params": mlp, "lr": cfg.lr_deform * scene_scale, "name": "mlp"}]
+        if planes:
+            groups.append({"params": planes, "lr": cfg.lr_planes, "name": "planes"})
+        deform_opt = torch.optim.Adam(groups, eps=1e-15)
+    return opts, deform_opt, lrs
+
+
+def _exp_decay(lr0: float, lr1: float, step: int, total: int) -> float:
+    f = min(max(step / max(total, 1), 0.0), 1.0)
+    return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _opt_tensors(prefix: str, opt: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
+    out = {}
+    i = 0
+    for g in opt.param_groups:
+        for p in g["params"]:
+            st = opt.state.get(p)
+            if st:
+                out[f"{prefix}.{i}.exp_avg"] = st["exp_avg"]
+                out[f"{prefix}.{i}.exp_avg_sq"] = st["exp_avg_sq"]
+                out[f"{prefix}.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+            i += 1
+    return out
+
+
+def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor]) -> None:
+    i = 0
+    for g in opt.param_groups:
+        for p in g["params"]:
+            key = f"{prefix}.{i}.exp_avg"
+            if key in tensors:
+                opt.state[p] = {
+                    "step": tensors[f"{prefix}.{i}.step"].reshape(()).clone(),
+                    "exp_avg": tensors[key].clone(),
+                    "exp_avg_sq": tensors[f"{prefix}.{i}.exp_avg_sq"].clone(),
+                }
+            i += 1
+
+
+def save_checkpoint(folder: Path, step: int, scene: Scene4D, opts, deform_opt, strat_state, gen: torch.Generator,
+                    cfg: TrainConfig, extra: dict) -> Path:
+    ck = Path(folder) / "checkpoints"
+    tensors = {f"canonical.{k}": scene.params[k].data for k in PARAM_NAMES}
+    if scene.deformation is not None:
+        tensors.update({f"deformation.{k}": v for k, v in scene.deformation.state_dict().items()})
+    for k, o in opts.items():
+        tensors.update(_opt_tensors(f"adam.{k}", o))
+    if deform_opt is not None:
+        tensors.update(_opt_tensors("adam.deformation", deform_opt))
+    tensors.update({f"densify.{k}": v for k, v in strat_state.items()})
+    tensors["rng.sampler"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    atomic_save_tensors(ck / "latest.safetensors", tensors)
+    # the JSON goes last: it names the step the tensors belong to
+    atomic_write_json(ck / "latest.json", {"step": step, "config": config_to_json(cfg), **extra})
+    return ck
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunResult:
+    scene: Scene4D
+    steps: int
+    seconds: float
+    metrics: dict
+
+
+def train(
+    capture,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at: Optional[int] = None,
+    evaluate: bool = True,
+    provenance: Optional[dict] = None,
+    debug: bool = False,
+) -> RunResult:
+    """Reconstruct ``capture`` (a :class:`scene4d.data.Capture`) into the scene folder ``out``.
+
+    ``stop_at`` ends the run early after that many steps, with a checkpoint (as Ctrl-C does).
+    """
+    out = Path(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train_split = capture.train
+    images = train_split.images
+    cams: Cameras = train_split.cameras
+    if cams.times is None:
+        raise ValueError("training cameras carry no times; a dynamic capture needs a time per view")
+    bg = torch.tensor(capture.background, dtype=torch.float32)
+    center, radius = capture.bounds()
+    scene_scale = float(radius)
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    dcfg = cfg.deformation
+    if dcfg is not None:
+        dcfg.bounds_center = tuple(float(c) for c in center)
+        dcfg.bounds_radius = float(radius)
+    pts = sample_init_points(cams, center, radius, cfg.init_points, gen)
+    scene = Scene4D(init_params(pts, None, cfg.sh_degree, opacity=cfg.init_opacity), dcfg, sh_degree=cfg.sh_degree)
+    strategy = DefaultStrategy(cfg.densify, scene_scale)
+    strat_state = strategy.initialize_state(len(scene))
+    opts, deform_opt, base_lrs = make_optimizers(scene, cfg, scene_scale)
+    start = 0
+
+    ck = out / "checkpoints"
+    if resume:
+        if not (ck / "latest.json").is_file():
+            raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/latest.json); start without --resume")
+        meta = json.loads((ck / "latest.json").read_text())
+        tensors = load_file(str(ck / "latest.safetensors"))
+        cfg_saved = config_from_json(meta["config"])
+        if config_to_json(cfg_saved) != config_to_json(cfg):
+            # the run continues with the configuration it started with, not today's flags
+            cfg = cfg_saved
+            dcfg = cfg.deformation
+        params = {k: tensors[f"canonical.{k}"] for k in PARAM_NAMES}
+        scene = Scene4D(params, dcfg, sh_degree=cfg.sh_degree)
+        if scene.deformation is not None:
+            scene.deformation.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("deformation.")})
+        opts, deform_opt, base_lrs = make_optimizers(scene, cfg, scene_scale)
+        for k, o in opts.items():
+            _load_opt(f"adam.{k}", o, tensors)
+        if deform_opt is not None:
+            _load_opt("adam.deformation", deform_opt, tensors)
+        strategy = DefaultStrategy(cfg.densify, scene_scale)
+        strat_state = {k[len("densify."):]: v.clone() for k, v in tensors.items() if k.startswith("densify.")}
+        gen.set_state(tensors["rng.sampler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        start = int(meta["step"])
+    elif (out / "scene.json").exists() or (ck / "latest.json").exists():
+        raise FileExistsError(
+            f"{out} already holds a scene or an unfinished run; pass --resume to continue it, or choose another --out"
+        )
+
+    out.mkdir(parents=True, exist_ok=True)
+    total = cfg.iters
+    last = total if stop_at is None else min(total, stop_at)
+    interrupted = {"flag": False}
+
+    def _on_sigint(signum, frame):  # finish the current step, then checkpoint and stop
+        interrupted["flag"] = True
+
+    old_handler = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=start, desc="reconstruct", unit="it", disable=not progress, dynamic_ncols=True)
+    ema_loss, ema_psnr = None, None
+    step = start
+    try:
+        while step < last:
+            step += 1
+            _set_lrs(opts, deform_opt, base_lrs, cfg, step, scene_scale)
+            i = int(torch.randint(len(cams), (1,), generator=gen))
+            cam = cams[i]
+            t = float(cam.times[0])
+            deform = step > cfg.warmup_iters
+            degree = min(cfg.sh_degree, step // max(cfg.sh_interval, 1))
+            g = scene.at(t, deform=deform)
+            out_r = rasterize(g, cam, background=bg, sh_degree=degree, check=False)
+            strategy.step_pre_backward(out_r)
+            gt = images[i : i + 1]
+            loss = losses.photometric(out_r.rgb, gt, cfg.lambda_dssim)
+            if deform and scene.deformation is not None:
+                reg = scene.deformation.regularizers()
+                if "plane_tv" in reg:
+                    loss = loss + cfg.plane_tv_weight * reg["plane_tv"] + cfg.time_smoothness_weight * reg["time_smoothness"]
+            loss.backward()
+            report = strategy.step_post_backward(scene.params, opts, strat_state, step, out_r)
+            if report and debug:
+                print(step, report, len(scene), f"psnr {ema_psnr:.2f}")
+            for o in opts.values():
+                o.step()
+                o.zero_grad(set_to_none=True)
+            if deform_opt is not None:
+                if deform:
+                    deform_opt.step()
+                deform_opt.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                p = float(losses.psnr(out_r.rgb.detach(), gt))
+                ema_loss = float(loss) if ema_loss is None else 0.9 * ema_loss + 0.1 * float(loss)
+                ema_psnr = p if ema_psnr is None else 0.9 * ema_psnr + 0.1 * p
+            bar.update(1)
+            if step % 10 == 0 or report:
+                bar.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", N=len(scene))
+            if step % cfg.checkpoint_every == 0 and step < total:
+                save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {})
+            if interrupted["flag"]:
+                break
+    finally:
+        bar.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    seconds = time.perf_counter() - t0
+    if step < total:
+        save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {})
+        if interrupted["flag"]:
+            raise KeyboardInterrupt(
+                f"stopped at step {step}/{total}; checkpoint saved in {out / 'checkpoints'}. "
+                f"Continue with: scene4d reconstruct DATA --out {out} --resume"
+            )
+        return RunResult(scene, step, seconds, {})
+
+    scene.eval()
+    metrics = evaluate_scene(scene, capture, out, cfg.sh_degree) if evaluate else {}
+    metrics.update({"train_seconds": round(seconds, 2), "steps": step, "n_gaussians": len(scene)})
+    atomic_write_json(out / "metrics.json", metrics)
+    save_scene(out, scene, train_cameras=cams, test_cameras=capture.test.cameras, background=capture.background,
+               provenance={"source": str(capture.source), "format": capture.format, "config": config_to_json(cfg),
+                           **(provenance or {})})
+    return RunResult(scene, step, seconds, metrics)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _set_lrs(opts, deform_opt, base, cfg: TrainConfig, step: int, scene_scale: float) -> None:
+    opts["means"].param_groups[0]["lr"] = _exp_decay(base["means"], base["means"] / 100, step, cfg.iters)
+    if deform_opt is not None:
+        for g in deform_opt.param_groups:
+            lr0 = cfg.lr_deform * scene_scale if g["name"] == "mlp" else cfg.lr_planes
+            g["lr"] = _exp_decay(lr0, lr0 / 10, max(0, step - cfg.warmup_iters), max(1, cfg.iters - cfg.warmup_iters))
+
+
+@torch.no_grad()
+def render_split(scene: Scene4D, cams: Cameras, background, sh_degree: int) -> torch.Tensor:
+    frames = []
+    for i in range(len(cams)):
+        g = scene.at(float(cams.times[i]))
+        frames.append(rasterize(g, cams[i], background=background, sh_degree=sh_degree, check=False).rgb[0])
+    return torch.stack(frames)
+
+
+@torch.no_grad()
+def evaluate_scene(scene: Scene4D, capture, out: Path, sh_degree: int, *, write_images: bool = True) -> dict:
+    """Test-split PSNR / SSIM / (LPIPS when available) and a static-camera flicker figure."""
+    from .media import write_image
+
+    test = capture.test
+    bg = torch.tensor(capture.background, dtype=torch.float32)
+    pred = render_split(scene, test.cameras, bg, sh_degree).clamp(0, 1)
+    gt = test.images
+    m = {
+        "test_views": len(test.cameras),
+        "psnr": round(float(torch.stack([losses.psnr(pred[i : i + 1], gt[i : i + 1]) for i in range(len(gt))]).mean()), 3),
+        "ssim": round(float(torch.stack([losses.ssim(pred[i : i + 1], gt[i : i + 1]) for i in range(len(gt))]).mean()), 4),
+    }
+    lp, why = losses.LPIPS.load()
+    if lp is not None:
+        m["lpips"] = round(float(sum(lp(pred[i : i + 1], gt[i : i + 1]) for i in range(len(gt))) / len(gt)), 4)
+    else:
+        m["lpips"] = None
+        m["lpips_note"] = why
+    # flicker: a fixed camera (the first test view) while time plays
+    cam = test.cameras[0]
+    ts = torch.linspace(0, 1, 30)
+    frames = torch.stack([rasterize(scene.at(float(t)), cam, background=bg, sh_degree=sh_degree, check=False).rgb[0] for t in ts])
+    m["flicker_static_camera"] = round(float(losses.flicker(frames.clamp(0, 1))), 4)
+    ref_fn = getattr(capture, "reference_at", None)
+    if ref_fn is not None:
+        ref = torch.stack([ref_fn(float(t), cam) for t in ts])
+        m["flicker_vs_truth"] = round(float(losses.flicker(frames.clamp(0, 1), ref)), 4)
+    if write_images:
+        for i in range(len(gt)):
+            write_image(Path(out) / "renders" / "test" / f"{i:03d}.png", torch.cat([pred[i], gt[i]], dim=1))
+    return m

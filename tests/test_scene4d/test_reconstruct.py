@@ -1,0 +1,131 @@
+"""4D reconstruction: identity at init, learning, bit-exact resume, the scene folder, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scene4d.cli import main
+from scene4d.data import load_capture
+from scene4d.data.synthetic import make_dnerf_capture
+from scene4d.deformation import HexPlaneConfig, MLPConfig
+from scene4d.densify import DensifyConfig
+from scene4d.field import Scene4D, init_params
+from scene4d.io import SceneFolderError, load_scene
+from scene4d.reconstruct import TrainConfig, render_split, train
+from scene4d import losses
+
+
+@pytest.fixture(scope="module")
+def tiny_capture(tmp_path_factory):
+    d = make_dnerf_capture(tmp_path_factory.mktemp("cap") / "capture", n_train=16, n_test=4, n_val=2, size=32)
+    return d
+
+
+def tiny_config(iters=40) -> TrainConfig:
+    return TrainConfig(
+        iters=iters, warmup_iters=10, sh_degree=1, sh_interval=15, init_points=300, checkpoint_every=1000,
+        deformation=HexPlaneConfig(features=4, resolutions=[8], time_resolution=4, hidden=16),
+        densify=DensifyConfig(refine_start=5, refine_every=5, refine_stop=35, reset_every=25, grow_grad2d=1e-5),
+    )
+
+
+@pytest.mark.parametrize("cfg", [HexPlaneConfig(features=4, resolutions=[8, 16]), MLPConfig(hidden=16, depth=2)])
+def test_fresh_field_is_identity(cfg):
+    pts = torch.rand(50, 3) - 0.5
+    scene = Scene4D(init_params(pts, None, 1), cfg, sh_degree=1)
+    c = scene.canonical()
+    for t in (0.0, 0.37, 1.0):
+        g = scene.at(t)
+        assert torch.equal(g.means, c.means) and torch.equal(g.quats, c.quats) and torch.equal(g.scales, c.scales)
+
+
+def test_training_raises_test_psnr_and_writes_scene(tiny_capture, tmp_path):
+    cap = load_capture(tiny_capture)
+    cfg = tiny_config(iters=120)
+    out = tmp_path / "scene"
+    torch.manual_seed(0)
+    init = Scene4D(init_params(torch.zeros(1, 3), None, 1), None, sh_degree=1)
+    res = train(cap, out, cfg, progress=False)
+    before = float(losses.psnr(render_split(init, cap.test.cameras, torch.ones(3), 0), cap.test.images))
+    assert res.metrics["psnr"] > before + 3.0
+    # the scene folder is complete and loads back to the same renders
+    for f in ("scene.json", "weights.safetensors", "cameras.json", "metrics.json"):
+        assert (out / f).is_file(), f
+    meta = json.loads((out / "scene.json").read_text())
+    assert meta["format"] == "scene4d" and meta["version"] == 1
+    scene, _, cams = load_scene(out)
+    assert len(cams["train"]) == 16 and len(cams["test"]) == 4
+    a = render_split(res.scene, cap.test.cameras, torch.ones(3), 1)
+    b = render_split(scene, cap.test.cameras, torch.ones(3), 1)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert len(list((out / "renders" / "test").glob("*.png"))) == 4
+
+
+def test_resume_is_bit_exact(tiny_capture, tmp_path):
+    cap = load_capture(tiny_capture)
+    full = train(cap, tmp_path / "a", tiny_config(), progress=False, evaluate=False)
+    part = train(cap, tmp_path / "b", tiny_config(), progress=False, stop_at=17, evaluate=False)
+    assert part.steps == 17 and not (tmp_path / "b" / "scene.json").exists()
+    with pytest.raises(SceneFolderError, match="--resume"):
+        load_scene(tmp_path / "b")
+    done = train(cap, tmp_path / "b", tiny_config(), progress=False, resume=True, evaluate=False)
+    assert done.steps == 40
+    wa = load_file(str(tmp_path / "a" / "weights.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "weights.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_existing_output_needs_resume(tiny_capture, tmp_path):
+    cap = load_capture(tiny_capture)
+    train(cap, tmp_path / "s", tiny_config(iters=12), progress=False, stop_at=6, evaluate=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cap, tmp_path / "s", tiny_config(iters=12), progress=False)
+
+
+def test_scene_folder_errors(tmp_path):
+    with pytest.raises(SceneFolderError, match="no such scene folder"):
+        load_scene(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SceneFolderError, match="no scene.json"):
+        load_scene(tmp_path / "empty")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "scene.json").write_text(json.dumps({"format": "nerfstudio", "version": 1}))
+    with pytest.raises(SceneFolderError, match="not a scene4d scene file"):
+        load_scene(foreign)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "scene.json").write_text(json.dumps({"format": "scene4d", "version": 99}))
+    with pytest.raises(SceneFolderError, match="newer than this scene4d"):
+        load_scene(newer)
+
+
+def test_cli_reconstruct_then_render(tiny_capture, tmp_path, capsys):
+    out = tmp_path / "scene"
+    assert main(["reconstruct", str(tiny_capture), "--out", str(out), "--iters", "30"]) == 0
+    text = capsys.readouterr().out
+    assert "test PSNR" in text and "metrics" in text
+    video = tmp_path / "v.mp4"
+    assert main(["render", str(out), "--path", "test", "--size", "32x32", "--out", str(video)]) == 0
+    from scene4d.media import read_video
+
+    assert read_video(video).shape == (4, 32, 32, 3)
+    assert main(["render", str(out), "--path", "orbit", "--time", "freeze:0.5", "--frames", "3", "--size",
+                 "32x32", "--out", str(tmp_path / "o.mp4")]) == 0
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["render", str(tmp_path / "empty")]) == 2
+    assert "no scene.json" in capsys.readouterr().err
+    assert main(["reconstruct", str(tmp_path / "empty"), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "transforms" in err and "Traceback" not in err
+    assert not (tmp_path / "s" / "scene.json").exists()
