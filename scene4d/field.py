@@ -15,6 +15,9 @@ from renderers import Gaussians, rgb_to_sh0
 
 from .deformation import make_field
 
+MAX_LOG_SCALE_OFFSET = 0.5
+"""Largest change of log-scale the deformation may apply (x1.65 / /1.65)."""
+
 PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest")
 
 
@@ -81,7 +84,8 @@ class Scene4D(nn.Module):
         return Gaussians(
             means=p["means"] + d_means,
             quats=p["quats"] + d_quats,
-            scales=torch.exp(p["log_scales"] + d_log_scales),
+            # bounded: an unbounded scale offset lets one step blow Gaussians up to screen size
+            scales=torch.exp(p["log_scales"] + MAX_LOG_SCALE_OFFSET * torch.tanh(d_log_scales / MAX_LOG_SCALE_OFFSET)),
             opacities=torch.sigmoid(p["opacity_logits"]),
             sh=torch.cat([p["sh_dc"], p["sh_rest"]], dim=1),
         )

@@ -1,0 +1,68 @@
+"""Reconstruction budget benchmark: wall time, it/s, peak memory, Gaussian count, test PSNR.
+
+    python bench/reconstruct.py                              # procedural capture, 128^2, fast preset
+    python bench/reconstruct.py --data ../shared/data/dnerf_400/bouncingballs --downscale 4
+    python bench/reconstruct.py --compare-static             # same budget with the deformation off
+
+The reference in the same run is the static baseline (--compare-static): the dynamic field's gain
+over it, in dB, is what the deformation buys for the same number of steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scene4d.data import load_capture  # noqa: E402
+from scene4d.data.synthetic import make_dnerf_capture  # noqa: E402
+from scene4d.reconstruct import preset, train  # noqa: E402
+
+
+def run(capture, cfg, label):
+    with tempfile.TemporaryDirectory() as d:
+        res = train(capture, Path(d) / "scene", cfg, progress=False)
+    m = res.metrics
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{label:8s} steps={res.steps} wall={res.seconds:.1f}s it/s={res.steps / res.seconds:.2f} "
+          f"peakRSS={peak:.0f}MB gaussians={m['n_gaussians']} psnr={m['psnr']:.2f} ssim={m['ssim']:.4f} "
+          f"flicker={m['flicker_static_camera']:.3f}", flush=True)
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None, help="capture folder (default: the procedural one)")
+    ap.add_argument("--size", type=int, default=128, help="procedural capture size")
+    ap.add_argument("--downscale", type=int, default=1)
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--compare-static", action="store_true")
+    args = ap.parse_args()
+    print(f"device=cpu torch={torch.__version__} threads={torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as d:
+        data = args.data or make_dnerf_capture(Path(d) / "capture", size=args.size)
+        capture = load_capture(data, downscale=args.downscale)
+        print(f"capture: {data} {len(capture.train.cameras)} train / {len(capture.test.cameras)} test at "
+              f"{capture.width}x{capture.height}")
+        cfg = preset(args.preset)
+        if args.iters:
+            cfg.iters = args.iters
+        dyn = run(capture, cfg, "dynamic")
+        if args.compare_static:
+            cfg = preset(args.preset)
+            if args.iters:
+                cfg.iters = args.iters
+            cfg.deformation = None
+            st = run(capture, cfg, "static")
+            print(f"dynamic - static = {dyn['psnr'] - st['psnr']:+.2f} dB")
+
+
+if __name__ == "__main__":
+    main()
