@@ -24,7 +24,7 @@ def ssim(pred: Tensor, gt: Tensor, window: int = 11) -> Tensor:
 
 
 def dssim(pred: Tensor, gt: Tensor) -> Tensor:
-    """Structural dissimilarity (1 - SSIM) / 2 ... as a loss 3DGS uses 1 - SSIM; we follow 3DGS."""
+    """D-SSIM as 3DGS uses it in its loss: 1 - SSIM."""
     return 1.0 - ssim(pred, gt)
 
 
