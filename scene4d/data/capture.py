@@ -540,3 +540,11 @@ def _cameras_subset(cams: Cameras, idx) -> Cameras:
         K=cams.K[idx], world_to_camera=cams.world_to_camera[idx], width=cams.width, height=cams.height,
         times=None if cams.times is None else cams.times[idx],
     )
+
+
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
+
+
+def intrinsics_fields(obj: dict, where: str) -> dict:
+    """The intrinsics keys present (and not null) in a transforms object or frame, as numbers."""
+    return {k: as_number(obj[k], where, k) for k in INTRINSIC_KEYS if k in obj and obj[k] is not None}

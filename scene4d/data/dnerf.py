@@ -31,6 +31,7 @@ from .capture import (
     check_time,
     get_frames,
     holdout,
+    intrinsics_fields,
     parse_background,
     parse_c2w,
     read_json,
@@ -38,18 +39,13 @@ from .capture import (
     subsample,
 )
 
-INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
-
-
-def _intrinsics(obj: dict[str, Any], where: str) -> dict[str, float]:
-    return {k: as_number(obj[k], where, k) for k in INTRINSIC_KEYS if k in obj and obj[k] is not None}
 
 
 def read_dnerf_frames(json_path: Path) -> list[FrameSpec]:
     """Every frame of one D-NeRF transforms file, validated (images exist, poses rigid, times in [0, 1])."""
     data = read_json(json_path)
     frames = get_frames(data, json_path)
-    common = _intrinsics(data, str(json_path))
+    common = intrinsics_fields(data, str(json_path))
     root = json_path.parent
     out = []
     for i, fr in enumerate(frames):
@@ -63,7 +59,7 @@ def read_dnerf_frames(json_path: Path) -> list[FrameSpec]:
         t = check_time(as_number(fr["time"], where, "time"), where)
         c2w = parse_c2w(fr.get("transform_matrix"), where)
         file = resolve_image(root, fr.get("file_path"), where)
-        spec = {**common, **_intrinsics(fr, where)}
+        spec = {**common, **intrinsics_fields(fr, where)}
         if not any(k in spec for k in ("fl_x", "fl_y", "camera_angle_x", "camera_angle_y")):
             raise CaptureError(
                 f"{json_path}: no 'camera_angle_x' (horizontal field of view in radians) and "

@@ -42,6 +42,7 @@ from .capture import (
     field_name,
     get_frames,
     holdout,
+    intrinsics_fields,
     parse_background,
     parse_c2w,
     read_json,
@@ -49,13 +50,8 @@ from .capture import (
     subsample,
 )
 
-INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "k5", "k6", "p1", "p2")
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV", "SIMPLE_RADIAL", "RADIAL")
-
-
-def _intrinsics(obj: dict[str, Any], where: str) -> dict[str, float]:
-    return {k: as_number(obj[k], where, k) for k in INTRINSIC_KEYS if k in obj and obj[k] is not None}
 
 
 def _check_camera_model(obj: dict[str, Any], where: str, inherited: str) -> str:
@@ -103,7 +99,7 @@ def load_nerfstudio(
     frames = get_frames(data, json_path)
     root = json_path.parent
     fname = str(json_path)
-    common = _intrinsics(data, fname)
+    common = intrinsics_fields(data, fname)
     model = _check_camera_model(data, fname, "OPENCV")
 
     # one time key for the whole clip: mixing normalised times and raw timestamps has no meaning
@@ -124,7 +120,7 @@ def load_nerfstudio(
         _check_camera_model(fr, where, model)
         c2w = parse_c2w(fr.get("transform_matrix"), where)
         file = resolve_image(root, fr.get("file_path"), where, exts=(".png", ".jpg", ".jpeg", ".JPG", ".PNG"))
-        spec = {**common, **_intrinsics(fr, where)}
+        spec = {**common, **intrinsics_fields(fr, where)}
         if not any(k in spec for k in ("fl_x", "fl_y", "camera_angle_x", "camera_angle_y")):
             raise CaptureError(f"{where}: no focal length; give 'fl_x'/'fl_y' (pixels) in the file or the frame")
         specs.append(FrameSpec(file=file, c2w=c2w, time=0.0, intrinsics=spec, where=where))
