@@ -91,7 +91,10 @@ class Scene4D(nn.Module):
         )
 
     def bounds(self):
+        """(centre (3,), radius) of the opaque bulk over the whole time range, for framing paths."""
         from .render import robust_bounds
 
         with torch.no_grad():
-            return robust_bounds(self.canonical())
+            if self.deformation is None:
+                return robust_bounds(self.canonical())
+            return robust_bounds(Gaussians.cat([self.at(float(t)) for t in torch.linspace(0, 1, 5)]))
