@@ -60,6 +60,7 @@ def main():
             if args.iters:
                 cfg.iters = args.iters
             cfg.deformation = None
+            cfg.temporal_opacity = False
             st = run(capture, cfg, "static")
             print(f"dynamic - static = {dyn['psnr'] - st['psnr']:+.2f} dB")
 

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from cameras import Cameras
 
 from .deformation import config_from_dict, config_to_dict
-from .field import PARAM_NAMES, Scene4D
+from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D
 
 FORMAT = "scene4d"
 VERSION = 1
@@ -92,7 +92,7 @@ def cameras_from_json(d: dict, where: str) -> Cameras:
 
 
 def scene_tensors(scene: Scene4D) -> Dict[str, torch.Tensor]:
-    out = {f"canonical.{k}": scene.params[k] for k in PARAM_NAMES}
+    out = {f"canonical.{k}": scene.params[k] for k in scene.param_names}
     if scene.deformation is not None:
         out.update({f"deformation.{k}": v for k, v in scene.deformation.state_dict().items()})
     return out
@@ -125,6 +125,7 @@ def save_scene(
                 "name": "scene",
                 "n_gaussians": len(scene),
                 "sh_degree": scene.sh_degree,
+                "temporal_opacity": scene.temporal_opacity,
                 "deformation": None if scene.deformation_cfg is None else config_to_dict(scene.deformation_cfg),
             }
         ],
@@ -171,7 +172,8 @@ def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
         raise SceneFolderError(f"{wpath}: unreadable weights ({e}); the file is damaged or truncated") from None
     ent = meta["entities"][0]
     params = {}
-    for k in PARAM_NAMES:
+    names = PARAM_NAMES + (TEMPORAL_NAMES if ent.get("temporal_opacity") else ())
+    for k in names:
         key = f"canonical.{k}"
         if key not in tensors:
             raise SceneFolderError(f"{wpath}: missing tensor {key!r}")

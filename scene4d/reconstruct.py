@@ -29,7 +29,7 @@ from renderers import rasterize
 from . import losses
 from .deformation import HexPlaneConfig, MLPConfig, config_from_dict, config_to_dict
 from .densify import DefaultStrategy, DensifyConfig
-from .field import PARAM_NAMES, Scene4D, init_params
+from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D, init_params
 from .io import atomic_save_tensors, atomic_write_json, save_scene
 
 
@@ -49,6 +49,14 @@ class TrainConfig:
     init_points: int = 4000
     """Random initial Gaussians inside the region all training cameras see."""
     init_opacity: float = 0.1
+    temporal_opacity: bool = False
+    """Per-Gaussian temporal opacity (time centre + extent): objects that travel far or enter/leave."""
+    init_time_scale: float = 0.25
+    """Initial temporal standard deviation of each Gaussian (time in [0, 1]); centres are random."""
+    lr_t_center: float = 1e-3
+    lr_t_scale: float = 1e-2
+    lr_t_velocity: float = 1.6e-3
+    """Per-Gaussian velocity learning rate x scene scale (temporal opacity only)."""
     lr_means: float = 1.6e-4
     """Position learning rate x scene scale, decayed exponentially to 1/100 at the end."""
     lr_quats: float = 1e-3
@@ -73,10 +81,20 @@ def preset(name: str) -> TrainConfig:
     """Named presets: ``fast`` (CPU minutes), ``dnerf`` (the D-NeRF benchmark setting), ``quality``."""
     if name == "fast":
         return TrainConfig(
-            iters=2000, warmup_iters=50, sh_degree=0, init_points=3000,
+            iters=2000, warmup_iters=50, sh_degree=0, init_points=3000, temporal_opacity=True,
             deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
             densify=DensifyConfig(refine_start=200, refine_stop=1500, refine_every=100, reset_every=100_000,
                                   max_gaussians=30_000, grow_grad2d=0.0002),
+            checkpoint_every=500,
+        )
+    if name == "handheld":
+        # a phone clip after `scene4d poses`: Gaussians start on the sparse points; temporal opacity
+        # lets people and things that cross the frame come and go
+        return TrainConfig(
+            iters=2500, warmup_iters=300, sh_degree=1, init_points=6000, temporal_opacity=True, init_time_scale=0.5,
+            deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
+            densify=DensifyConfig(refine_start=200, refine_stop=2000, refine_every=100, reset_every=100_000,
+                                  max_gaussians=40_000, grow_grad2d=0.0002),
             checkpoint_every=500,
         )
     if name == "dnerf":
@@ -93,10 +111,10 @@ def preset(name: str) -> TrainConfig:
             densify=DensifyConfig(refine_start=500, refine_stop=15_000, refine_every=100, reset_every=3000,
                                   max_gaussians=1_000_000),
         )
-    raise ValueError(f"unknown preset {name!r}; choose fast, dnerf or quality")
+    raise ValueError(f"unknown preset {name!r}; choose fast, dnerf, quality or handheld")
 
 
-PRESETS = ("fast", "dnerf", "quality")
+PRESETS = ("fast", "dnerf", "quality", "handheld")
 
 
 def config_to_json(cfg: TrainConfig) -> dict:
@@ -147,8 +165,9 @@ def make_optimizers(scene: Scene4D, cfg: TrainConfig, scene_scale: float):
     lrs = {
         "means": cfg.lr_means * scene_scale, "quats": cfg.lr_quats, "log_scales": cfg.lr_scales,
         "opacity_logits": cfg.lr_opacity, "sh_dc": cfg.lr_sh, "sh_rest": cfg.lr_sh / 20,
+        "t_center": cfg.lr_t_center, "t_log_scale": cfg.lr_t_scale, "t_velocity": cfg.lr_t_velocity * scene_scale,
     }
-    opts = {k: torch.optim.Adam([scene.params[k]], lr=lrs[k], eps=1e-15) for k in PARAM_NAMES}
+    opts = {k: torch.optim.Adam([scene.params[k]], lr=lrs[k], eps=1e-15) for k in scene.param_names}
     deform_opt = None
     if scene.deformation is not None:
         planes = [p for n, p in scene.deformation.named_parameters() if n.startswith("planes")]
@@ -199,7 +218,7 @@ def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: Dict[str, torch.
 def save_checkpoint(folder: Path, step: int, scene: Scene4D, opts, deform_opt, strat_state, gen: torch.Generator,
                     cfg: TrainConfig, extra: dict) -> Path:
     ck = Path(folder) / "checkpoints"
-    tensors = {f"canonical.{k}": scene.params[k].data for k in PARAM_NAMES}
+    tensors = {f"canonical.{k}": scene.params[k].data for k in scene.param_names}
     if scene.deformation is not None:
         tensors.update({f"deformation.{k}": v for k, v in scene.deformation.state_dict().items()})
     for k, o in opts.items():
@@ -263,8 +282,22 @@ def train(
     if dcfg is not None:
         dcfg.bounds_center = tuple(float(c) for c in center)
         dcfg.bounds_radius = float(radius)
-    pts = sample_init_points(cams, center, radius, cfg.init_points, gen)
-    scene = Scene4D(init_params(pts, None, cfg.sh_degree, opacity=cfg.init_opacity), dcfg, sh_degree=cfg.sh_degree)
+    colors = None
+    if getattr(capture, "points", None) is not None and capture.points.shape[0] >= 16:
+        # sparse structure-from-motion points: where the surfaces are; a few random ones fill the gaps
+        pts, colors = capture.points.float(), capture.point_colors
+        if pts.shape[0] > cfg.init_points:
+            keep = torch.randperm(pts.shape[0], generator=gen)[: cfg.init_points]
+            pts, colors = pts[keep], None if colors is None else colors[keep]
+        extra = sample_init_points(cams, center, radius, max(16, cfg.init_points // 10), gen)
+        pts = torch.cat([pts, extra])
+        if colors is not None:
+            colors = torch.cat([colors.float(), torch.full((extra.shape[0], 3), 0.5)])
+    else:
+        pts = sample_init_points(cams, center, radius, cfg.init_points, gen)
+    times = torch.rand(pts.shape[0], generator=gen) if cfg.temporal_opacity else None
+    scene = Scene4D(init_params(pts, colors, cfg.sh_degree, opacity=cfg.init_opacity, times=times,
+                                time_scale=cfg.init_time_scale), dcfg, sh_degree=cfg.sh_degree)
     strategy = DefaultStrategy(cfg.densify, scene_scale)
     strat_state = strategy.initialize_state(len(scene))
     opts, deform_opt, base_lrs = make_optimizers(scene, cfg, scene_scale)
@@ -281,7 +314,8 @@ def train(
             # the run continues with the configuration it started with, not today's flags
             cfg = cfg_saved
             dcfg = cfg.deformation
-        params = {k: tensors[f"canonical.{k}"] for k in PARAM_NAMES}
+        names = PARAM_NAMES + (TEMPORAL_NAMES if cfg.temporal_opacity else ())
+        params = {k: tensors[f"canonical.{k}"] for k in names}
         scene = Scene4D(params, dcfg, sh_degree=cfg.sh_degree)
         if scene.deformation is not None:
             scene.deformation.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("deformation.")})

@@ -115,6 +115,10 @@ class Capture:
     format: str
     notes: list[str] = field(default_factory=list)
     """Things the reader decided that a user may want to know (held-out views, rescaled intrinsics)."""
+    points: Optional[Tensor] = None
+    """(P, 3) sparse scene points (e.g. from structure-from-motion) to initialise Gaussians, or None."""
+    point_colors: Optional[Tensor] = None
+    """(P, 3) colours in [0, 1] of :attr:`points`, or None."""
 
     @property
     def width(self) -> int:
@@ -134,10 +138,20 @@ class Capture:
         around the centre that a typical train camera sees whole, i.e. where the scene must be
         for every view to contain it.
 
+        A capture with sparse points (:attr:`points`, at least 16) uses them instead: the centre is
+        their per-axis median, the radius the 95th percentile of their distances to it.
+
         If the optical axes are (nearly) parallel (a forward-facing capture) the closest point is
         undetermined along them; the centre is then only a guess: the mean camera centre moved
         along the mean viewing direction by ``max(camera spread, 1)`` scene units.
         """
+        if self.points is not None and self.points.shape[0] >= 16:
+            # sparse points (structure from motion) say where the scene is better than the optical axes
+            # of a forward-moving handheld camera do
+            p = self.points.double()
+            centre = p.median(dim=0).values
+            radius = float(torch.quantile((p - centre).norm(dim=-1), 0.95))
+            return centre.to(torch.float32), max(radius, 1e-3)
         cams = self.train.cameras
         w2c = cams.world_to_camera.detach().double().cpu()
         R = w2c[:, :3, :3]
@@ -548,3 +562,27 @@ INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camer
 def intrinsics_fields(obj: dict, where: str) -> dict:
     """The intrinsics keys present (and not null) in a transforms object or frame, as numbers."""
     return {k: as_number(obj[k], where, k) for k in INTRINSIC_KEYS if k in obj and obj[k] is not None}
+
+
+def read_point_cloud(path: Path, where: str) -> tuple[Tensor, Optional[Tensor]]:
+    """A point-cloud PLY (x, y, z and optional red, green, blue) -> (P, 3) points, (P, 3) colours in [0, 1]."""
+    from plyfile import PlyData
+
+    if not path.is_file():
+        raise CaptureError(f"{where}: point cloud {path} does not exist; fix ply_file_path or remove it")
+    try:
+        ply = PlyData.read(str(path))
+        v = ply["vertex"]
+        names = set(v.data.dtype.names)
+    except Exception as e:  # plyfile raises several types on malformed files
+        raise CaptureError(f"{path}: not a readable point-cloud PLY ({type(e).__name__}: {e}); referenced by {where}") from None
+    if not {"x", "y", "z"} <= names:
+        raise CaptureError(f"{path}: the vertex element has no x, y, z properties; referenced by {where}")
+    xyz = np.stack([np.asarray(v[k], dtype=np.float32) for k in ("x", "y", "z")], axis=-1)
+    rgb = None
+    if {"red", "green", "blue"} <= names:
+        raw = np.stack([np.asarray(v[k], dtype=np.float32) for k in ("red", "green", "blue")], axis=-1)
+        rgb = torch.from_numpy(raw / (255.0 if v["red"].dtype.kind in "ui" else 1.0)).clamp(0, 1)
+    if not np.isfinite(xyz).all():
+        raise CaptureError(f"{path}: point cloud holds NaN or infinite coordinates; referenced by {where}")
+    return torch.from_numpy(xyz), rgb

@@ -20,7 +20,9 @@ Layout read here (nerfstudio's, plus time)::
 * Splits: ``train_filenames`` / ``test_filenames`` / ``val_filenames`` (matched against the frames'
   ``file_path``; frames in no list are dropped, as nerfstudio does). Without ``test_filenames``
   every 8th frame (of the train frames, or of all frames) is the test split.
-* ``applied_transform``, ``orientation_override``, ``ply_file_path``, masks and depth are ignored.
+* ``ply_file_path`` (nerfstudio's sparse points, e.g. from COLMAP, in the frames' world
+  coordinates) is read into :attr:`Capture.points` and initialises the Gaussians.
+* ``applied_transform``, ``orientation_override``, masks and depth are ignored.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .capture import (
     holdout,
     intrinsics_fields,
     parse_background,
+    read_point_cloud,
     parse_c2w,
     read_json,
     resolve_image,
@@ -177,5 +180,10 @@ def load_nerfstudio(
     train_split, ref = split(tr, None)
     test_split, _ = split(te, ref)
     val_split = split(va, ref)[0] if va else None
+    points = colors = None
+    if data.get("ply_file_path"):
+        if not isinstance(data["ply_file_path"], str):
+            raise CaptureError(f"{fname}: 'ply_file_path' must be a file path relative to the transforms file")
+        points, colors = read_point_cloud(root / data["ply_file_path"], f"{fname}: ply_file_path")
     return Capture(train=train_split, test=test_split, val=val_split, background=bg, source=root,
-                   format="nerfstudio", notes=notes)
+                   format="nerfstudio", notes=notes, points=points, point_colors=colors)
