@@ -3,6 +3,8 @@
     python bench/reconstruct.py                              # procedural capture, 128^2, fast preset
     python bench/reconstruct.py --data ../shared/data/dnerf_400/bouncingballs --downscale 4
     python bench/reconstruct.py --compare-static             # same budget with the deformation off
+    python bench/reconstruct.py --handheld                   # generated 320x240 phone-style clip:
+                                                             #   poses (pycolmap) + handheld preset
 
 The reference in the same run is the static baseline (--compare-static): the dynamic field's gain
 over it, in dB, is what the deformation buys for the same number of steps.
@@ -44,10 +46,28 @@ def main():
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--compare-static", action="store_true")
+    ap.add_argument("--handheld", action="store_true", help="a generated handheld clip through poses + reconstruct")
+    ap.add_argument("--frames", type=int, default=60, help="frames of the --handheld clip")
     args = ap.parse_args()
     print(f"device=cpu torch={torch.__version__} threads={torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as d:
-        data = args.data or make_dnerf_capture(Path(d) / "capture", size=args.size)
+        if args.handheld:
+            import time
+
+            from scene4d.data.handheld import make_handheld_clip
+            from scene4d.sfm import poses_command
+
+            truth = make_handheld_clip(Path(d) / "clip.mp4", size=(320, 240), n_frames=args.frames,
+                                       dynamic_fraction=0.1, seed=1)
+            t0 = time.perf_counter()
+            res = poses_command(truth.path, Path(d) / "poses", max_frames=args.frames, size=320, quiet=True)
+            print(f"poses: {res.n_registered}/{res.n_frames} frames registered in {time.perf_counter() - t0:.1f}s "
+                  f"({', '.join(f'{k} {v:.1f}s' for k, v in res.timings.items())})")
+            data = Path(d) / "poses"
+            if args.preset == "fast":
+                args.preset = "handheld"
+        else:
+            data = args.data or make_dnerf_capture(Path(d) / "capture", size=args.size)
         capture = load_capture(data, downscale=args.downscale)
         print(f"capture: {data} {len(capture.train.cameras)} train / {len(capture.test.cameras)} test at "
               f"{capture.width}x{capture.height}")

@@ -1,9 +1,13 @@
 """The ``scene4d`` command.
 
+    scene4d demo
+    scene4d reconstruct DATA --out scene/        # D-NeRF / nerfstudio capture, a video, images, COLMAP
+    scene4d poses clip.mp4 --out poses/          # only the camera step of a handheld clip
     scene4d render SCENE --path orbit --frames 120 --size 640x480 --out orbit.mp4
 
-SCENE is a 3DGS ``.ply`` file (static splats from scene4d, graphdeco's trainer, nerfstudio or
-SuperSplat). Errors a user can fix are printed as one line naming the problem, exit code 2.
+SCENE is a scene folder or a 3DGS ``.ply`` file (static splats from scene4d, graphdeco's trainer,
+nerfstudio or SuperSplat). Errors a user can fix are printed as one line naming the problem, exit
+code 2.
 """
 
 from __future__ import annotations
@@ -124,11 +128,68 @@ def render(
             print(f"wrote {extra}")
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".gif")
+
+
+def _needs_poses(data: Path) -> bool:
+    """True for a video, an image folder or a COLMAP model: inputs without calibrated transforms."""
+    if data.is_file():
+        return data.suffix.lower() in VIDEO_SUFFIXES
+    if data.is_dir():
+        if (data / "transforms.json").is_file() or (data / "transforms_train.json").is_file():
+            return False
+        from .frames import list_images
+        from .sfm import is_colmap_folder
+
+        return is_colmap_folder(data) or bool(list_images(data))
+    return False
+
+
+def poses(
+    video: Path,
+    /,
+    out: Path = Path("poses"),
+    max_frames: int = 80,
+    fps: Optional[float] = None,
+    size: int = 640,
+    masks: Optional[Path] = None,
+    overlap: int = 10,
+    camera_model: Literal["SIMPLE_RADIAL", "PINHOLE", "SIMPLE_PINHOLE", "RADIAL", "OPENCV"] = "SIMPLE_RADIAL",
+    dynamic_pass: bool = True,
+    min_registered: float = 1.0,
+    vocab_tree: Optional[Path] = None,
+    verbose: bool = False,
+) -> None:
+    """Camera poses of a handheld clip (pycolmap): writes a nerfstudio transforms.json with times.
+
+    Args:
+        video: a video file, a folder of images, or a COLMAP folder (sparse/0 + images/).
+        out: output folder: transforms.json, images/ (undistorted), sparse_points.ply, poses.json.
+        max_frames: frames to keep, evenly spaced over the clip (sharpest near each target).
+        fps: keep this many frames per second instead (thinned to max_frames).
+        size: working size: long side in pixels (frames are never enlarged).
+        masks: folder of per-frame masks, nonzero = static (use), zero = moving (ignore).
+        overlap: each frame is matched with this many following frames.
+        camera_model: SIMPLE_RADIAL for phone footage (undistorted after), PINHOLE if already undistorted.
+        dynamic_pass: find moving objects after a first mapping and re-map without their matches.
+        min_registered: fraction of kept frames that must end up in one model (else an error says why).
+        vocab_tree: a local COLMAP vocabulary tree file to enable loop detection (nothing is downloaded).
+        verbose: show pycolmap's own log.
+    """
+    from .sfm import poses_command
+
+    if not Path(video).exists():
+        raise UsageError(f"{video}: no such video, image folder or COLMAP folder")
+    poses_command(video, out, max_frames=max_frames, fps=fps, size=size, masks=masks, overlap=overlap,
+                  camera_model=camera_model, dynamic_pass=dynamic_pass, min_registered=min_registered,
+                  loop_detection=vocab_tree is not None, vocab_tree=vocab_tree, verbose=verbose)
+
+
 def reconstruct(
     data: Path,
     /,
     out: Path = Path("scene"),
-    preset: Literal["fast", "dnerf", "quality"] = "fast",
+    preset: Literal["fast", "dnerf", "quality", "handheld"] = "fast",
     iters: Optional[int] = None,
     resume: bool = False,
     downscale: int = 1,
@@ -136,13 +197,19 @@ def reconstruct(
     static: bool = False,
     deformation: Literal["hexplane", "mlp"] = "hexplane",
     seed: int = 0,
+    max_frames: int = 80,
+    size: int = 320,
+    masks: Optional[Path] = None,
 ) -> None:
-    """Fit a 4D scene to a calibrated dynamic capture (D-NeRF/Blender or nerfstudio transforms.json).
+    """Fit a 4D scene to a dynamic capture: calibrated (D-NeRF/Blender, nerfstudio) or a handheld clip.
 
     Args:
-        data: the capture folder (transforms_train.json + images, or transforms.json + images).
+        data: a capture folder (transforms_train.json or transforms.json + images), a video file, a
+            folder of images, or a COLMAP folder; the last three get camera poses first (as scene4d
+            poses, written to OUT/poses).
         out: the scene folder to write.
-        preset: fast (CPU minutes), dnerf (the D-NeRF benchmark setting) or quality.
+        preset: fast (CPU minutes), dnerf (the D-NeRF benchmark setting), quality, or handheld
+            (the default for videos).
         iters: override the preset's number of steps.
         resume: continue the interrupted run in --out from its last checkpoint.
         downscale: load images downscaled by this integer factor.
@@ -150,6 +217,9 @@ def reconstruct(
         static: disable the deformation (a static scene; a baseline).
         deformation: hexplane (space-time planes, default) or mlp (positional-encoding MLP).
         seed: random seed (view order, initial points).
+        max_frames: for a video / image folder: frames to keep.
+        size: for a video / image folder: working size (long side, pixels).
+        masks: for a video / image folder: per-frame masks of moving things (zero = ignore in poses).
     """
     from .data import load_capture
     from .deformation import MLPConfig
@@ -157,6 +227,27 @@ def reconstruct(
     from .reconstruct import train
     from .render import parse_background
 
+    data = Path(data)
+    if not data.exists():
+        raise UsageError(f"{data}: no such capture folder, video or image folder")
+    out = Path(out)
+    video_input = _needs_poses(data)
+    if video_input:
+        if not resume and ((out / "scene.json").exists() or (out / "checkpoints" / "latest.json").exists()):
+            raise FileExistsError(f"{out} already holds a scene or an unfinished run; pass --resume to continue "
+                                  "it, or choose another --out")
+        pose_dir = out / "poses"
+        if resume and (pose_dir / "transforms.json").is_file():
+            print(f"reusing camera poses in {pose_dir}")
+        else:
+            from .sfm import poses_command
+
+            poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks)
+        data = pose_dir
+        # the camera step may be all an interrupted run finished: then training starts afresh
+        resume = resume and (out / "checkpoints" / "latest.json").is_file()
+        if preset == "fast":
+            preset = "handheld"
     cfg = make_preset(preset)
     if iters is not None:
         if iters < 1:
@@ -166,13 +257,15 @@ def reconstruct(
         cfg.densify.refine_stop = min(cfg.densify.refine_stop, int(iters * 0.75))
     if static:
         cfg.deformation = None
+        cfg.temporal_opacity = False
     elif deformation == "mlp":
         cfg.deformation = MLPConfig()
     cfg.seed = seed
     bg = parse_background(background) if background else None
     capture = load_capture(data, background=bg, downscale=downscale)
     print(f"capture {capture.source}: {len(capture.train.cameras)} train / {len(capture.test.cameras)} test views, "
-          f"{capture.width}x{capture.height}, format {capture.format}")
+          f"{capture.width}x{capture.height}, format {capture.format}"
+          + (f", {capture.points.shape[0]} sparse points" if capture.points is not None else ""))
     try:
         res = train(capture, out, cfg, resume=resume, provenance={"command": "scene4d reconstruct " + " ".join(sys.argv[2:])})
     except KeyboardInterrupt as e:
@@ -228,7 +321,7 @@ def demo(out: Path = Path("scene4d_demo"), iters: int = 2000, frames: int = 90) 
     print(f"  test views vs ground truth: {scene_dir / 'renders' / 'test'}")
 
 
-COMMANDS = {"render": render, "reconstruct": reconstruct, "demo": demo}
+COMMANDS = {"demo": demo, "reconstruct": reconstruct, "poses": poses, "render": render}
 
 
 def main(argv=None) -> int:

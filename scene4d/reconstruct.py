@@ -71,6 +71,11 @@ class TrainConfig:
     plane_tv_weight: float = 2e-4
     time_smoothness_weight: float = 1e-3
     densify: DensifyConfig = field(default_factory=DensifyConfig)
+    downscales: int = 0
+    """Train at 1/2^downscales of the image size first, halving the factor every
+    ``resolution_schedule`` steps (nerfstudio's splatfacto does the same): early steps only fix
+    coarse structure, and cost a quarter per halving."""
+    resolution_schedule: int = 500
     checkpoint_every: int = 1000
     seed: int = 0
     threads: Optional[int] = None
@@ -91,10 +96,11 @@ def preset(name: str) -> TrainConfig:
         # a phone clip after `scene4d poses`: Gaussians start on the sparse points; temporal opacity
         # lets people and things that cross the frame come and go
         return TrainConfig(
-            iters=2500, warmup_iters=300, sh_degree=1, init_points=6000, temporal_opacity=True, init_time_scale=0.5,
+            iters=2000, warmup_iters=300, sh_degree=1, init_points=6000, temporal_opacity=True, init_time_scale=0.5,
+            downscales=2, resolution_schedule=600,
             deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
-            densify=DensifyConfig(refine_start=200, refine_stop=2000, refine_every=100, reset_every=100_000,
-                                  max_gaussians=40_000, grow_grad2d=0.0002),
+            densify=DensifyConfig(refine_start=200, refine_stop=1500, refine_every=100, reset_every=100_000,
+                                  max_gaussians=15_000, grow_grad2d=0.0002),
             checkpoint_every=500,
         )
     if name == "dnerf":
@@ -346,20 +352,26 @@ def train(
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc="reconstruct", unit="it", disable=not progress, dynamic_ncols=True)
     ema_loss, ema_psnr = None, None
+    pyramid: Dict[int, tuple] = {}
     step = start
     try:
         while step < last:
             step += 1
             _set_lrs(opts, deform_opt, base_lrs, cfg, step, scene_scale)
             i = int(torch.randint(len(cams), (1,), generator=gen))
-            cam = cams[i]
+            d = train_resolution(cfg, step)
+            if d not in pyramid:
+                pyramid.clear()  # levels are used in order; keep one
+                pyramid[d] = downscaled_views(images, cams, d)
+            level_images, level_cams = pyramid[d]
+            cam = level_cams[i]
             t = float(cam.times[0])
             deform = step > cfg.warmup_iters
             degree = min(cfg.sh_degree, step // max(cfg.sh_interval, 1))
             g = scene.at(t, deform=deform)
             out_r = rasterize(g, cam, background=bg, sh_degree=degree, check=False)
             strategy.step_pre_backward(out_r)
-            gt = images[i : i + 1]
+            gt = level_images[i : i + 1]
             loss = losses.photometric(out_r.rgb, gt, cfg.lambda_dssim)
             if deform and scene.deformation is not None:
                 reg = scene.deformation.regularizers()
@@ -409,6 +421,27 @@ def train(
                provenance={"source": str(capture.source), "format": capture.format, "config": config_to_json(cfg),
                            **(provenance or {})})
     return RunResult(scene, step, seconds, metrics)
+
+
+def train_resolution(cfg: TrainConfig, step: int) -> int:
+    """The downscale factor (a power of two) that step ``step`` (1-based) trains at."""
+    level = max(0, cfg.downscales - (step - 1) // max(cfg.resolution_schedule, 1))
+    return 2**level
+
+
+def downscaled_views(images: torch.Tensor, cams: Cameras, d: int):
+    """(C, H, W, 3) images and their cameras at 1/d size: d x d area averages, the last ``H % d`` rows
+    and ``W % d`` columns dropped, so the principal point stays put and ``K`` is exactly divided by d."""
+    if d == 1:
+        return images, cams
+    C, H, W, _ = images.shape
+    h, w = H // d, W // d
+    small = torch.nn.functional.avg_pool2d(images[:, : h * d, : w * d].permute(0, 3, 1, 2), d).permute(0, 2, 3, 1)
+    K = cams.K.clone()
+    K[:, :2] /= d
+    from dataclasses import replace
+
+    return small.contiguous(), replace(cams, K=K, width=w, height=h)
 
 
 def _main_thread() -> bool:
