@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import sys
 
 import numpy as np
@@ -185,7 +186,8 @@ def test_clip_split_by_a_cut(tmp_path):
         estimate_poses(tmp_path / "cut.mp4", tmp_path / "work", size=240, num_threads=THREADS)
     msg = str(e.value)
     assert "registered 16 of 32 frames" in msg
-    assert "splits into 2 parts" in msg
+    # the cut is one break; mapping may also split one side (timing-dependent with 2 threads)
+    assert re.search(r"splits into [23] parts", msg), msg
     assert "no feature matches join frames 15 and 16" in msg and "a cut" in msg
     assert "cut the clip at the break" in msg and "min_registered" in msg
 
