@@ -200,6 +200,7 @@ def reconstruct(
     max_frames: int = 80,
     size: int = 320,
     masks: Optional[Path] = None,
+    threads: Optional[int] = None,
 ) -> None:
     """Fit a 4D scene to a dynamic capture: calibrated (D-NeRF/Blender, nerfstudio) or a handheld clip.
 
@@ -220,6 +221,8 @@ def reconstruct(
         max_frames: for a video / image folder: frames to keep.
         size: for a video / image folder: working size (long side, pixels).
         masks: for a video / image folder: per-frame masks of moving things (zero = ignore in poses).
+        threads: CPU threads for training (default: torch's). Use 1 when other jobs share a small machine:
+            torch's threads spin-wait and slow down many-fold when a core is taken.
     """
     from .data import load_capture
     from .deformation import MLPConfig
@@ -261,6 +264,10 @@ def reconstruct(
     elif deformation == "mlp":
         cfg.deformation = MLPConfig()
     cfg.seed = seed
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        cfg.threads = threads
     bg = parse_background(background) if background else None
     capture = load_capture(data, background=bg, downscale=downscale)
     print(f"capture {capture.source}: {len(capture.train.cameras)} train / {len(capture.test.cameras)} test views, "

@@ -152,6 +152,8 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "transforms" in err and "Traceback" not in err
     assert not (tmp_path / "s" / "scene.json").exists()
+    assert main(["reconstruct", str(tmp_path / "empty"), "--out", str(tmp_path / "s"), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
