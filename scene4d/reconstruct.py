@@ -96,10 +96,10 @@ def preset(name: str) -> TrainConfig:
         # a phone clip after `scene4d poses`: Gaussians start on the sparse points; temporal opacity
         # lets people and things that cross the frame come and go
         return TrainConfig(
-            iters=2000, warmup_iters=300, sh_degree=1, init_points=6000, temporal_opacity=True, init_time_scale=0.5,
-            downscales=2, resolution_schedule=600,
+            iters=1600, warmup_iters=300, sh_degree=1, init_points=6000, temporal_opacity=True, init_time_scale=0.5,
+            downscales=2, resolution_schedule=500,
             deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
-            densify=DensifyConfig(refine_start=200, refine_stop=1500, refine_every=100, reset_every=100_000,
+            densify=DensifyConfig(refine_start=200, refine_stop=1200, refine_every=100, reset_every=100_000,
                                   max_gaussians=15_000, grow_grad2d=0.0002),
             checkpoint_every=500,
         )
