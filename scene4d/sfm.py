@@ -503,11 +503,16 @@ def _match(pycolmap, clip: _Clip, opts: PosesOptions, overlap: int) -> None:
                               device=pycolmap.Device.cpu)
 
 
+def _fresh_dir(path: Path) -> None:
+    """An empty folder at ``path`` (pycolmap writes its models there; old ones would be read back)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
 def _incremental(pycolmap, clip: _Clip, out: Path, opts: PosesOptions, relaxed: bool,
                  input_path: Optional[Path] = None) -> list:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _fresh_dir(out)
     o = pycolmap.IncrementalPipelineOptions()
     o.num_threads = opts.num_threads
     o.random_seed = opts.seed
@@ -528,9 +533,7 @@ def _incremental(pycolmap, clip: _Clip, out: Path, opts: PosesOptions, relaxed: 
 
 
 def _global(pycolmap, clip: _Clip, out: Path, opts: PosesOptions) -> list:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _fresh_dir(out)
     o = pycolmap.GlobalPipelineOptions()
     o.num_threads = opts.num_threads
     o.random_seed = opts.seed
@@ -894,9 +897,7 @@ def _undistort(pycolmap, rec, image_dir: Path, out: Path):
     distortion = [float(v) for c in cams for v in np.asarray(c.params)[list(c.extra_params_idxs())]]
     if all(c.model_name in ("PINHOLE", "SIMPLE_PINHOLE") for c in cams) or not any(distortion):
         return rec, image_dir, False
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _fresh_dir(out)
     src = out / "_distorted_model"
     src.mkdir()
     rec.write(src)
@@ -1130,27 +1131,14 @@ def write_points_ply(path: Union[str, Path], xyz: np.ndarray, rgb: np.ndarray) -
 def read_points_ply(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
     """(xyz float32 (N, 3), rgb float32 (N, 3) in [0, 1]) of a point-cloud PLY (any PLY format).
 
-    Points without colour are grey (0.5).
+    Points without colour are grey (0.5). The capture readers' :func:`read_point_cloud` does the reading.
     """
-    from plyfile import PlyData
+    from scene4d.data.capture import read_point_cloud
 
     path = Path(path)
-    try:
-        ply = PlyData.read(str(path))
-        v = ply["vertex"].data
-    except (OSError, KeyError, ValueError) as e:
-        raise PosesError(f"{path}: not a readable point-cloud PLY ({e})") from None
-    names = v.dtype.names or ()
-    if not all(k in names for k in ("x", "y", "z")):
-        raise PosesError(f"{path}: vertices have no x, y, z properties")
-    xyz = np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32)
-    if all(k in names for k in ("red", "green", "blue")):
-        rgb = np.stack([v["red"], v["green"], v["blue"]], -1).astype(np.float32)
-        if np.issubdtype(v["red"].dtype, np.integer):
-            rgb /= 255.0
-    else:
-        rgb = np.full_like(xyz, 0.5)
-    return xyz, rgb
+    xyz, rgb = read_point_cloud(path, str(path))
+    xyz = xyz.numpy()
+    return xyz, (np.full_like(xyz, 0.5) if rgb is None else rgb.numpy().astype(np.float32))
 
 
 def write_nerfstudio(result: PosesResult, out_dir: Union[str, Path]) -> Path:
