@@ -81,6 +81,7 @@ def main():
                 cfg.iters = args.iters
             cfg.deformation = None
             cfg.temporal_opacity = False
+            cfg.time_curriculum = 0.0
             st = run(capture, cfg, "static")
             print(f"dynamic - static = {dyn['psnr'] - st['psnr']:+.2f} dB")
 

@@ -12,6 +12,7 @@ code 2.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Literal, Optional
@@ -261,6 +262,7 @@ def reconstruct(
     if static:
         cfg.deformation = None
         cfg.temporal_opacity = False
+        cfg.time_curriculum = 0.0  # nothing to track: every frame from the start
     elif deformation == "mlp":
         cfg.deformation = MLPConfig()
     cfg.seed = seed
@@ -285,21 +287,24 @@ def reconstruct(
     print(f"metrics: {out / 'metrics.json'}; test views beside ground truth: {out / 'renders' / 'test'}")
 
 
-def demo(out: Path = Path("scene4d_demo"), iters: int = 2000, frames: int = 90) -> None:
+def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: int = 90) -> None:
     """Run the whole pipeline on the embedded procedural capture: make it, reconstruct, render an orbit.
 
     Args:
         out: folder for the capture, the scene and the video.
-        iters: reconstruction steps.
+        iters: reconstruction steps (default: the fast preset's).
         frames: frames of the orbit video (time plays while the camera orbits).
     """
     import shutil
 
+    from cameras import intrinsics_from_fov
+    from cameras.paths import orbit
+
     from .data import load_capture
-    from .data.synthetic import make_dnerf_capture, scene_at
+    from .data.synthetic import CAMERA_RADIUS, FOV_DEG, make_dnerf_capture, scene_at
     from .reconstruct import preset as make_preset
     from .reconstruct import train
-    from .render import make_path, render_video
+    from .render import render_video
 
     out = Path(out)
     data = out / "capture"
@@ -311,14 +316,19 @@ def demo(out: Path = Path("scene4d_demo"), iters: int = 2000, frames: int = 90) 
     if scene_dir.exists():
         shutil.rmtree(scene_dir)
     cfg = make_preset("fast")
-    cfg.iters = iters
+    if iters is not None:
+        cfg.iters = iters
+
     def truth(t, cam):
         from renderers import rasterize
 
         return rasterize(scene_at(t), cam, background=capture.background).rgb[0].clamp(0, 1)
 
     res = train(capture, scene_dir, cfg, reference_at=truth)
-    cams = make_path("orbit", res.scene, frames=frames, size=(256, 256), time="play", elevation_deg=25.0)
+    # the capture's own camera distance and field of view; the camera turns against the orbiting
+    # sphere (a co-rotating camera would keep it in the same place in every frame)
+    cams = orbit((0.0, 0.0, 0.0), CAMERA_RADIUS, 30.0, frames, K=intrinsics_from_fov(math.radians(FOV_DEG), 256, 256),
+                 width=256, height=256, degrees=-360.0, time="play")
     video = render_video(res.scene, cams, out / "orbit.mp4", background=capture.background).video
     m = res.metrics
     print(f"\ndemo: test PSNR {m['psnr']} dB, SSIM {m['ssim']}, static-camera flicker {m['flicker_static_camera']} "

@@ -113,6 +113,23 @@ class HexPlaneField(nn.Module):
     def forward(self, means: Tensor, t: float) -> Tuple[Tensor, Tensor, Tensor]:
         return self.heads(self.trunk(self.features(means, t)))
 
+    @torch.no_grad()
+    def hold_after(self, t: float) -> None:
+        """Make the field constant in time after ``t``: every time knot past the one that the window
+        ``[0, t]`` reaches takes that knot's value. A time curriculum calls this each step, so a
+        moment entering the window starts where the last fitted one ended (as a tracker would)."""
+        knots = self.cfg.time_resolution
+        last = min(knots - 1, int(math.ceil(float(t) * (knots - 1) - 1e-6)))
+        if last >= knots - 1:
+            return
+        i = 0
+        for _ in self.cfg.resolutions:
+            for a, b in self.PLANES:
+                if b == 3:  # time runs along the rows of the xt, yt, zt planes
+                    p = self.planes[i]
+                    p[..., last + 1 :, :] = p[..., last : last + 1, :]
+                i += 1
+
     def regularizers(self) -> Dict[str, Tensor]:
         """Plane total variation (spatial smoothness) and time smoothness (K-planes eq. 6-7)."""
         tv = []

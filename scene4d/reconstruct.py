@@ -71,6 +71,13 @@ class TrainConfig:
     plane_tv_weight: float = 2e-4
     time_smoothness_weight: float = 1e-3
     densify: DensifyConfig = field(default_factory=DensifyConfig)
+    time_curriculum: float = 0.0
+    """Share of the steps over which the trained time window grows from ``[0, time_window_start]``
+    to ``[0, 1]`` (0: every frame from the start). Motion is then fitted the way a tracker follows
+    it: each new moment starts from the last fitted one, so objects that travel further than their
+    own size are followed instead of lost. Fields that can (the plane field) are held constant past
+    the window."""
+    time_window_start: float = 0.1
     downscales: int = 0
     """Train at 1/2^downscales of the image size first, halving the factor every
     ``resolution_schedule`` steps (nerfstudio's splatfacto does the same): early steps only fix
@@ -85,11 +92,15 @@ class TrainConfig:
 def preset(name: str) -> TrainConfig:
     """Named presets: ``fast`` (CPU minutes), ``dnerf`` (the D-NeRF benchmark setting), ``quality``."""
     if name == "fast":
+        # monocular captures of objects that move further than their own size: the time window
+        # grows over three quarters of the run, so the plane field follows the motion like a
+        # tracker; the first steps fix coarse structure at half resolution
         return TrainConfig(
-            iters=2000, warmup_iters=50, sh_degree=0, init_points=3000, temporal_opacity=True,
-            deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
-            densify=DensifyConfig(refine_start=200, refine_stop=1500, refine_every=100, reset_every=100_000,
-                                  max_gaussians=30_000, grow_grad2d=0.0002),
+            iters=2800, warmup_iters=50, sh_degree=0, init_points=3000, time_curriculum=0.75,
+            downscales=1, resolution_schedule=900,
+            deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=10, hidden=64),
+            densify=DensifyConfig(refine_start=200, refine_stop=2000, refine_every=100, reset_every=100_000,
+                                  max_gaussians=7_000, grow_grad2d=0.0002),
             checkpoint_every=500,
         )
     if name == "handheld":
@@ -353,12 +364,20 @@ def train(
     bar = tqdm(total=total, initial=start, desc="reconstruct", unit="it", disable=not progress, dynamic_ncols=True)
     ema_loss, ema_psnr = None, None
     pyramid: Dict[int, tuple] = {}
+    sorted_times, frame_order = torch.sort(cams.times.reshape(-1).double())
     step = start
     try:
         while step < last:
             step += 1
             _set_lrs(opts, deform_opt, base_lrs, cfg, step, scene_scale)
-            i = int(torch.randint(len(cams), (1,), generator=gen))
+            window = time_window(cfg, step)
+            if window < 1.0:
+                n_in = max(1, int(torch.searchsorted(sorted_times, window, right=True)))
+                i = int(frame_order[int(torch.randint(n_in, (1,), generator=gen))])
+                if scene.deformation is not None and hasattr(scene.deformation, "hold_after"):
+                    scene.deformation.hold_after(float(sorted_times[n_in - 1]))
+            else:
+                i = int(torch.randint(len(cams), (1,), generator=gen))
             d = train_resolution(cfg, step)
             if d not in pyramid:
                 pyramid.clear()  # levels are used in order; keep one
@@ -421,6 +440,19 @@ def train(
                provenance={"source": str(capture.source), "format": capture.format, "config": config_to_json(cfg),
                            **(provenance or {})})
     return RunResult(scene, step, seconds, metrics)
+
+
+def curriculum_steps(cfg: TrainConfig) -> int:
+    return int(round(cfg.time_curriculum * cfg.iters))
+
+
+def time_window(cfg: TrainConfig, step: int) -> float:
+    """The end of the time window ``[0, w]`` that step ``step`` (1-based) draws training frames from."""
+    steps = curriculum_steps(cfg)
+    if steps <= 0:
+        return 1.0
+    f = min(1.0, (step - 1) / steps)
+    return cfg.time_window_start + (1.0 - cfg.time_window_start) * f
 
 
 def train_resolution(cfg: TrainConfig, step: int) -> int:
