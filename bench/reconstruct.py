@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scene4d.data import load_capture  # noqa: E402
 from scene4d.data.synthetic import make_dnerf_capture  # noqa: E402
-from scene4d.reconstruct import preset, train  # noqa: E402
+from scene4d.reconstruct import preset, train, without_motion  # noqa: E402
 
 
 def run(capture, cfg, label):
@@ -79,9 +79,7 @@ def main():
             cfg = preset(args.preset)
             if args.iters:
                 cfg.iters = args.iters
-            cfg.deformation = None
-            cfg.temporal_opacity = False
-            cfg.time_curriculum = 0.0
+            without_motion(cfg)
             st = run(capture, cfg, "static")
             print(f"dynamic - static = {dyn['psnr'] - st['psnr']:+.2f} dB")
 

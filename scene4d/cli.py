@@ -228,7 +228,7 @@ def reconstruct(
     from .data import load_capture
     from .deformation import MLPConfig
     from .reconstruct import preset as make_preset
-    from .reconstruct import train
+    from .reconstruct import train, without_motion
     from .render import parse_background
 
     data = Path(data)
@@ -260,9 +260,7 @@ def reconstruct(
         cfg.warmup_iters = min(cfg.warmup_iters, iters // 5)
         cfg.densify.refine_stop = min(cfg.densify.refine_stop, int(iters * 0.75))
     if static:
-        cfg.deformation = None
-        cfg.temporal_opacity = False
-        cfg.time_curriculum = 0.0  # nothing to track: every frame from the start
+        without_motion(cfg)
     elif deformation == "mlp":
         cfg.deformation = MLPConfig()
     cfg.seed = seed

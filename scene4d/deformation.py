@@ -122,27 +122,23 @@ class HexPlaneField(nn.Module):
         last = min(knots - 1, int(math.ceil(float(t) * (knots - 1) - 1e-6)))
         if last >= knots - 1:
             return
-        i = 0
-        for _ in self.cfg.resolutions:
-            for a, b in self.PLANES:
-                if b == 3:  # time runs along the rows of the xt, yt, zt planes
-                    p = self.planes[i]
-                    p[..., last + 1 :, :] = p[..., last : last + 1, :]
-                i += 1
+        for p, (_, b) in self._planes_with_axes():
+            if b == 3:  # time runs along the rows of the xt, yt, zt planes
+                p[..., last + 1 :, :] = p[..., last : last + 1, :]
+
+    def _planes_with_axes(self):
+        """(plane, (axis a, axis b)) for every plane, all resolutions, in storage order."""
+        return zip(self.planes, [ab for _ in self.cfg.resolutions for ab in self.PLANES])
 
     def regularizers(self) -> Dict[str, Tensor]:
         """Plane total variation (spatial smoothness) and time smoothness (K-planes eq. 6-7)."""
         tv = []
         smooth = []
-        i = 0
-        for _ in self.cfg.resolutions:
-            for a, b in self.PLANES:
-                p = self.planes[i]
-                i += 1
-                tv.append((p[..., 1:, :] - p[..., :-1, :]).square().mean() + (p[..., :, 1:] - p[..., :, :-1]).square().mean())
-                if b == 3:  # second difference along time (rows of the time planes)
-                    d2 = p[..., 2:, :] - 2 * p[..., 1:-1, :] + p[..., :-2, :]
-                    smooth.append(d2.square().mean())
+        for p, (_, b) in self._planes_with_axes():
+            tv.append((p[..., 1:, :] - p[..., :-1, :]).square().mean() + (p[..., :, 1:] - p[..., :, :-1]).square().mean())
+            if b == 3:  # second difference along time (rows of the time planes)
+                d2 = p[..., 2:, :] - 2 * p[..., 1:-1, :] + p[..., :-2, :]
+                smooth.append(d2.square().mean())
         return {"plane_tv": torch.stack(tv).mean(), "time_smoothness": torch.stack(smooth).mean()}
 
 

@@ -134,6 +134,15 @@ def preset(name: str) -> TrainConfig:
 PRESETS = ("fast", "dnerf", "quality", "handheld")
 
 
+def without_motion(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` as a static-scene baseline (same budget): no deformation, no temporal opacity, and
+    every frame from the start (nothing to track). Changes and returns ``cfg``."""
+    cfg.deformation = None
+    cfg.temporal_opacity = False
+    cfg.time_curriculum = 0.0
+    return cfg
+
+
 def config_to_json(cfg: TrainConfig) -> dict:
     d = asdict(cfg)
     d["deformation"] = None if cfg.deformation is None else config_to_dict(cfg.deformation)
