@@ -3,6 +3,7 @@
     python bench/reconstruct.py                              # procedural capture, 128^2, fast preset
     python bench/reconstruct.py --data ../shared/data/dnerf_400/bouncingballs --downscale 4
     python bench/reconstruct.py --compare-static             # same budget with the deformation off
+    python bench/reconstruct.py --compare-field hexplane     # same budget with another deformation field
     python bench/reconstruct.py --handheld                   # generated 320x240 phone-style clip:
                                                              #   poses (pycolmap) + handheld preset
 
@@ -23,18 +24,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scene4d.data import load_capture  # noqa: E402
-from scene4d.data.synthetic import make_dnerf_capture  # noqa: E402
-from scene4d.reconstruct import preset, train, without_motion  # noqa: E402
+from scene4d.data.synthetic import make_dnerf_capture, motion_errors  # noqa: E402
+from scene4d.reconstruct import FIELDS, preset, train, without_motion  # noqa: E402
 
 
-def run(capture, cfg, label):
+def run(capture, cfg, label, procedural=False):
     with tempfile.TemporaryDirectory() as d:
         res = train(capture, Path(d) / "scene", cfg, progress=False)
     m = res.metrics
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{label:8s} steps={res.steps} wall={res.seconds:.1f}s it/s={res.steps / res.seconds:.2f} "
+    print(f"{label:9s} steps={res.steps} wall={res.seconds:.1f}s it/s={res.steps / res.seconds:.2f} "
           f"peakRSS={peak:.0f}MB gaussians={m['n_gaussians']} psnr={m['psnr']:.2f} ssim={m['ssim']:.4f} "
           f"flicker={m['flicker_static_camera']:.3f}", flush=True)
+    if procedural:  # the truth is known: how well each object's motion was followed
+        for name, e in motion_errors(res.scene).items():
+            print(f"{'':9s} {name}: rotation error {e['rotation_deg']} deg, centre error {e['centre_error']} "
+                  f"({e['gaussians']} Gaussians)", flush=True)
     return m
 
 
@@ -45,10 +50,15 @@ def main():
     ap.add_argument("--downscale", type=int, default=1)
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--field", choices=FIELDS, default=None, help="deformation field (default: the preset's)")
     ap.add_argument("--compare-static", action="store_true")
+    ap.add_argument("--compare-field", choices=FIELDS, default=None, help="also run with this field, same budget")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--handheld", action="store_true", help="a generated handheld clip through poses + reconstruct")
     ap.add_argument("--frames", type=int, default=60, help="frames of the --handheld clip")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"device=cpu torch={torch.__version__} threads={torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as d:
         if args.handheld:
@@ -71,17 +81,24 @@ def main():
         capture = load_capture(data, downscale=args.downscale)
         print(f"capture: {data} {len(capture.train.cameras)} train / {len(capture.test.cameras)} test at "
               f"{capture.width}x{capture.height}")
-        cfg = preset(args.preset)
-        if args.iters:
-            cfg.iters = args.iters
-        dyn = run(capture, cfg, "dynamic")
-        if args.compare_static:
-            cfg = preset(args.preset)
+
+        def config(field):
+            cfg = preset(args.preset, field)
             if args.iters:
                 cfg.iters = args.iters
-            without_motion(cfg)
-            st = run(capture, cfg, "static")
-            print(f"dynamic - static = {dyn['psnr'] - st['psnr']:+.2f} dB")
+            return cfg
+
+        cfg = config(args.field)
+        kind = cfg.deformation.kind
+        procedural = args.data is None and not args.handheld
+        dyn = run(capture, cfg, kind, procedural)
+        if args.compare_field:
+            other = run(capture, config(args.compare_field), args.compare_field, procedural)
+            print(f"{kind} - {args.compare_field} = {dyn['psnr'] - other['psnr']:+.2f} dB; "
+                  f"time ratio {dyn['train_seconds'] / other['train_seconds']:.2f}")
+        if args.compare_static:
+            st = run(capture, without_motion(config(args.field)), "static")
+            print(f"{kind} - static = {dyn['psnr'] - st['psnr']:+.2f} dB")
 
 
 if __name__ == "__main__":

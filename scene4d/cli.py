@@ -196,7 +196,7 @@ def reconstruct(
     downscale: int = 1,
     background: Optional[str] = None,
     static: bool = False,
-    deformation: Literal["hexplane", "mlp"] = "hexplane",
+    deformation: Optional[Literal["hexplane", "mlp", "nodes"]] = None,
     seed: int = 0,
     max_frames: int = 80,
     size: int = 320,
@@ -217,7 +217,9 @@ def reconstruct(
         downscale: load images downscaled by this integer factor.
         background: white, black or R,G,B (default: the format's, white for D-NeRF).
         static: disable the deformation (a static scene; a baseline).
-        deformation: hexplane (space-time planes, default) or mlp (positional-encoding MLP).
+        deformation: the deformation field (default: the preset's): nodes (rigid motion nodes,
+            fast's: things that move rigidly stay sharp), hexplane (space-time planes, the other
+            presets': free-form motion) or mlp (positional-encoding MLP).
         seed: random seed (view order, initial points).
         max_frames: for a video / image folder: frames to keep.
         size: for a video / image folder: working size (long side, pixels).
@@ -226,7 +228,6 @@ def reconstruct(
             torch's threads spin-wait and slow down many-fold when a core is taken.
     """
     from .data import load_capture
-    from .deformation import MLPConfig
     from .reconstruct import preset as make_preset
     from .reconstruct import train, without_motion
     from .render import parse_background
@@ -252,7 +253,7 @@ def reconstruct(
         resume = resume and (out / "checkpoints" / "latest.json").is_file()
         if preset == "fast":
             preset = "handheld"
-    cfg = make_preset(preset)
+    cfg = make_preset(preset, deformation)
     if iters is not None:
         if iters < 1:
             raise UsageError(f"--iters must be at least 1, got {iters}")
@@ -261,8 +262,6 @@ def reconstruct(
         cfg.densify.refine_stop = min(cfg.densify.refine_stop, int(iters * 0.75))
     if static:
         without_motion(cfg)
-    elif deformation == "mlp":
-        cfg.deformation = MLPConfig()
     cfg.seed = seed
     if threads is not None:
         if threads < 1:

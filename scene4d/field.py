@@ -129,6 +129,10 @@ class Scene4D(nn.Module):
                 g = Gaussians(self.means_at(t), g.quats, g.scales, self.opacities_at(t), g.sh)
             return g
         means = self.means_at(t)
+        if getattr(self.deformation, "moves_rigidly", False):
+            means, quats = self.deformation.warp(means, p["quats"], t)
+            return Gaussians(means, quats, torch.exp(p["log_scales"]), self.opacities_at(t),
+                             torch.cat([p["sh_dc"], p["sh_rest"]], dim=1))
         d_means, d_quats, d_log_scales = self.deformation(means, t)
         return Gaussians(
             means=means + d_means,

@@ -27,7 +27,7 @@ from cameras import Cameras
 from renderers import rasterize
 
 from . import losses
-from .deformation import HexPlaneConfig, MLPConfig, config_from_dict, config_to_dict
+from .deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
 from .densify import DefaultStrategy, DensifyConfig
 from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D, init_params
 from .io import atomic_save_tensors, atomic_write_json, save_scene
@@ -41,7 +41,7 @@ class TrainConfig:
     """Optimisation steps."""
     warmup_iters: int = 300
     """Steps fitting static canonical Gaussians before the deformation is switched on."""
-    deformation: Union[HexPlaneConfig, MLPConfig, None] = field(default_factory=HexPlaneConfig)
+    deformation: Union[HexPlaneConfig, MLPConfig, MotionNodesConfig, None] = field(default_factory=HexPlaneConfig)
     """Deformation field; None reconstructs a static scene."""
     sh_degree: int = 1
     """Highest SH degree; one band is unlocked every ``sh_interval`` steps."""
@@ -67,6 +67,12 @@ class TrainConfig:
     """MLP head learning rate x scene scale, decayed to 1/10."""
     lr_planes: float = 1.6e-2
     """Plane-grid learning rate, decayed to 1/10."""
+    lr_motion: float = 5e-3
+    """Motion-node translations x scene scale, decayed to 1/10."""
+    lr_rotation: float = 5e-3
+    """Motion-node rotation vectors (radians), decayed to 1/10."""
+    lr_nodes: float = 1e-3
+    """Motion-node centres x scene scale (radii: 10x, in log units), decayed to 1/10."""
     lambda_dssim: float = 0.2
     plane_tv_weight: float = 2e-4
     time_smoothness_weight: float = 1e-3
@@ -75,7 +81,7 @@ class TrainConfig:
     """Share of the steps over which the trained time window grows from ``[0, time_window_start]``
     to ``[0, 1]`` (0: every frame from the start). Motion is then fitted the way a tracker follows
     it: each new moment starts from the last fitted one, so objects that travel further than their
-    own size are followed instead of lost. Fields that can (the plane field) are held constant past
+    own size are followed instead of lost. Fields that can (planes, nodes) are held constant past
     the window."""
     time_window_start: float = 0.1
     downscales: int = 0
@@ -89,46 +95,65 @@ class TrainConfig:
     """torch CPU threads (None: torch's default)."""
 
 
-def preset(name: str) -> TrainConfig:
-    """Named presets: ``fast`` (CPU minutes), ``dnerf`` (the D-NeRF benchmark setting), ``quality``."""
+FIELDS = ("hexplane", "mlp", "nodes")
+"""Deformation field kinds: space-time planes, positional-encoding MLP, rigid motion nodes."""
+
+
+def preset(name: str, field: Optional[str] = None) -> TrainConfig:
+    """Named presets: ``fast`` (CPU minutes), ``dnerf`` (the D-NeRF benchmark setting), ``quality``,
+    ``handheld``. ``field`` (one of :data:`FIELDS`) replaces the preset's deformation field by that
+    kind, sized for the preset."""
+    if field is not None and field not in FIELDS:
+        raise ValueError(f"unknown deformation field {field!r}; choose one of {', '.join(FIELDS)}")
     if name == "fast":
         # monocular captures of objects that move further than their own size: the time window
-        # grows over three quarters of the run, so the plane field follows the motion like a
-        # tracker; the first steps fix coarse structure at half resolution
-        return TrainConfig(
+        # grows over three quarters of the run, so the motion is followed like a tracker; the first
+        # steps fix coarse structure at half resolution
+        cfg = TrainConfig(
             iters=2800, warmup_iters=50, sh_degree=0, init_points=3000, time_curriculum=0.75,
             downscales=1, resolution_schedule=900,
-            deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=10, hidden=64),
             densify=DensifyConfig(refine_start=200, refine_stop=2000, refine_every=100, reset_every=100_000,
                                   max_gaussians=7_000, grow_grad2d=0.0002),
             checkpoint_every=500,
         )
-    if name == "handheld":
+        fields = {"hexplane": HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=10, hidden=64),
+                  "nodes": MotionNodesConfig(nodes=48, time_resolution=16), "mlp": MLPConfig()}
+        default = "nodes"
+    elif name == "handheld":
         # a phone clip after `scene4d poses`: Gaussians start on the sparse points; temporal opacity
         # lets people and things that cross the frame come and go
-        return TrainConfig(
+        cfg = TrainConfig(
             iters=1600, warmup_iters=300, sh_degree=1, init_points=6000, temporal_opacity=True, init_time_scale=0.5,
             downscales=2, resolution_schedule=500,
-            deformation=HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
             densify=DensifyConfig(refine_start=200, refine_stop=1200, refine_every=100, reset_every=100_000,
                                   max_gaussians=15_000, grow_grad2d=0.0002),
             checkpoint_every=500,
         )
-    if name == "dnerf":
-        return TrainConfig(
+        fields = {"hexplane": HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
+                  "nodes": MotionNodesConfig(nodes=48, time_resolution=25), "mlp": MLPConfig()}
+        default = "hexplane"
+    elif name == "dnerf":
+        cfg = TrainConfig(
             iters=14_000, warmup_iters=3000, sh_degree=3, init_points=10_000,
-            deformation=HexPlaneConfig(features=32, resolutions=[64, 128], time_resolution=25, hidden=64),
             densify=DensifyConfig(refine_start=500, refine_stop=10_000, refine_every=100, reset_every=3000,
                                   max_gaussians=200_000),
         )
-    if name == "quality":
-        return TrainConfig(
+        fields = {"hexplane": HexPlaneConfig(features=32, resolutions=[64, 128], time_resolution=25, hidden=64),
+                  "nodes": MotionNodesConfig(nodes=256, time_resolution=50), "mlp": MLPConfig()}
+        default = "hexplane"
+    elif name == "quality":
+        cfg = TrainConfig(
             iters=30_000, warmup_iters=3000, sh_degree=3, init_points=20_000,
-            deformation=HexPlaneConfig(features=32, resolutions=[64, 128, 256], time_resolution=50, hidden=128),
             densify=DensifyConfig(refine_start=500, refine_stop=15_000, refine_every=100, reset_every=3000,
                                   max_gaussians=1_000_000),
         )
-    raise ValueError(f"unknown preset {name!r}; choose fast, dnerf, quality or handheld")
+        fields = {"hexplane": HexPlaneConfig(features=32, resolutions=[64, 128, 256], time_resolution=50, hidden=128),
+                  "nodes": MotionNodesConfig(nodes=512, time_resolution=50), "mlp": MLPConfig(hidden=256, depth=8)}
+        default = "hexplane"
+    else:
+        raise ValueError(f"unknown preset {name!r}; choose fast, dnerf, quality or handheld")
+    cfg.deformation = fields[field or default]
+    return cfg
 
 
 PRESETS = ("fast", "dnerf", "quality", "handheld")
@@ -196,12 +221,16 @@ def make_optimizers(scene: Scene4D, cfg: TrainConfig, scene_scale: float):
     opts = {k: torch.optim.Adam([scene.params[k]], lr=lrs[k], eps=1e-15) for k in scene.param_names}
     deform_opt = None
     if scene.deformation is not None:
-        planes = [p for n, p in scene.deformation.named_parameters() if n.startswith("planes")]
-        mlp = [p for n, p in scene.deformation.named_parameters() if not n.startswith("planes")]
-        groups = [{"params": mlp, "lr": cfg.lr_deform * scene_scale, "name": "mlp"}]
-        if planes:
-            groups.append({"params": planes, "lr": cfg.lr_planes, "name": "planes"})
-        deform_opt = torch.optim.Adam(groups, eps=1e-15)
+        group_lr = {
+            "planes": cfg.lr_planes, "rotvecs": cfg.lr_rotation, "translations": cfg.lr_motion * scene_scale,
+            "centers": cfg.lr_nodes * scene_scale, "log_radii": cfg.lr_nodes * 10,
+        }
+        groups: Dict[str, list] = {}
+        for n, p in scene.deformation.named_parameters():
+            groups.setdefault(n.split(".")[0] if n.split(".")[0] in group_lr else "mlp", []).append(p)
+        deform_opt = torch.optim.Adam(
+            [{"params": ps, "lr": group_lr.get(name, cfg.lr_deform * scene_scale), "base_lr": group_lr.get(name, cfg.lr_deform * scene_scale),
+              "name": name} for name, ps in sorted(groups.items(), key=lambda kv: kv[0] != "mlp")], eps=1e-15)
     return opts, deform_opt, lrs
 
 
@@ -324,6 +353,8 @@ def train(
     times = torch.rand(pts.shape[0], generator=gen) if cfg.temporal_opacity else None
     scene = Scene4D(init_params(pts, colors, cfg.sh_degree, opacity=cfg.init_opacity, times=times,
                                 time_scale=cfg.init_time_scale), dcfg, sh_degree=cfg.sh_degree)
+    if hasattr(scene.deformation, "place_nodes"):
+        scene.deformation.place_nodes(pts)
     strategy = DefaultStrategy(cfg.densify, scene_scale)
     strat_state = strategy.initialize_state(len(scene))
     opts, deform_opt, base_lrs = make_optimizers(scene, cfg, scene_scale)
@@ -404,7 +435,9 @@ def train(
             if deform and scene.deformation is not None:
                 reg = scene.deformation.regularizers()
                 if "plane_tv" in reg:
-                    loss = loss + cfg.plane_tv_weight * reg["plane_tv"] + cfg.time_smoothness_weight * reg["time_smoothness"]
+                    loss = loss + cfg.plane_tv_weight * reg["plane_tv"]
+                if "time_smoothness" in reg:
+                    loss = loss + cfg.time_smoothness_weight * reg["time_smoothness"]
             loss.backward()
             report = strategy.step_post_backward(scene.params, opts, strat_state, step, out_r)
             if report and debug:
@@ -495,7 +528,7 @@ def _set_lrs(opts, deform_opt, base, cfg: TrainConfig, step: int, scene_scale: f
     opts["means"].param_groups[0]["lr"] = _exp_decay(base["means"], base["means"] / 100, step, cfg.iters)
     if deform_opt is not None:
         for g in deform_opt.param_groups:
-            lr0 = cfg.lr_deform * scene_scale if g["name"] == "mlp" else cfg.lr_planes
+            lr0 = g["base_lr"]
             g["lr"] = _exp_decay(lr0, lr0 / 10, max(0, step - cfg.warmup_iters), max(1, cfg.iters - cfg.warmup_iters))
 
 

@@ -75,6 +75,29 @@ def test_scene_is_compact_and_moves_as_documented():
 
 
 # --------------------------------------------------------------------------- D-NeRF round trip
+def test_motion_errors_measure_how_well_motion_is_followed():
+    """The truth follows itself exactly; a fit that froze every object at t = 0 misses the orbiter's
+    spin and every object's travel by the documented amounts."""
+    from scene4d.data.synthetic import motion_errors, scene_at
+
+    class Scene:
+        def __init__(self, frozen):
+            self.frozen = frozen
+
+        def at(self, t):
+            return scene_at(0.0 if self.frozen else t)
+
+    times = (0.25, 0.5)
+    truth = motion_errors(Scene(False), times)
+    assert all(e["rotation_deg"] < 0.1 and e["centre_error"] < 1e-4 for e in truth.values())
+    frozen = motion_errors(Scene(True), times)
+    # orbiter: 135 and 270 (= 90) degrees of spin; the cube 45 and 90; the bobber never turns
+    assert frozen["orbiter"]["rotation_deg"] == pytest.approx(112.5, abs=0.5)
+    assert frozen["cube"]["rotation_deg"] == pytest.approx(67.5, abs=0.5)
+    assert frozen["bobber"]["rotation_deg"] < 0.1
+    assert frozen["bobber"]["centre_error"] == pytest.approx(0.35 / 2, abs=1e-3)  # sin 90 deg and sin 180 deg
+
+
 def test_roundtrip_counts_sizes_times(cap, syn):
     assert cap.format == "dnerf" and cap.source == syn and cap.background == (1.0, 1.0, 1.0)
     assert len(cap.train) == N_TRAIN and len(cap.test) == N_TEST and cap.val is not None and len(cap.val) == N_VAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from scene4d.cli import main
 from scene4d.data import load_capture
 from scene4d.data.synthetic import make_dnerf_capture
-from scene4d.deformation import HexPlaneConfig, MLPConfig
+from scene4d.deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig
 from scene4d.densify import DensifyConfig
 from scene4d.field import Scene4D, init_params
 from scene4d.io import SceneFolderError, load_scene
@@ -26,51 +27,88 @@ def tiny_capture(tmp_path_factory):
     return d
 
 
-def tiny_config(iters=40, temporal=False, curriculum=0) -> TrainConfig:
+def tiny_config(iters=40, temporal=False, curriculum=0, nodes=False) -> TrainConfig:
+    field = MotionNodesConfig(nodes=8, time_resolution=5) if nodes else HexPlaneConfig(features=4, resolutions=[8], time_resolution=4, hidden=16)
     return TrainConfig(
         iters=iters, temporal_opacity=temporal, time_curriculum=curriculum, warmup_iters=10, sh_degree=1, sh_interval=15, init_points=300, checkpoint_every=1000,
-        deformation=HexPlaneConfig(features=4, resolutions=[8], time_resolution=4, hidden=16),
+        deformation=field,
         densify=DensifyConfig(refine_start=5, refine_every=5, refine_stop=35, reset_every=25, grow_grad2d=1e-5),
     )
 
 
-@pytest.mark.parametrize("cfg", [HexPlaneConfig(features=4, resolutions=[8, 16]), MLPConfig(hidden=16, depth=2)])
+@pytest.mark.parametrize("cfg", [HexPlaneConfig(features=4, resolutions=[8, 16]), MLPConfig(hidden=16, depth=2),
+                                 MotionNodesConfig(nodes=6)], ids=["hexplane", "mlp", "nodes"])
 def test_fresh_field_is_identity(cfg):
     pts = torch.rand(50, 3) - 0.5
     scene = Scene4D(init_params(pts, None, 1), cfg, sh_degree=1)
+    if hasattr(scene.deformation, "place_nodes"):
+        scene.deformation.place_nodes(pts)
     c = scene.canonical()
     for t in (0.0, 0.37, 1.0):
         g = scene.at(t)
-        assert torch.equal(g.means, c.means) and torch.equal(g.quats, c.quats) and torch.equal(g.scales, c.scales)
+        torch.testing.assert_close(g.means, c.means, atol=1e-6, rtol=0)
+        torch.testing.assert_close(g.quats, c.quats, atol=1e-6, rtol=0)
+        assert torch.equal(g.scales, c.scales)
 
 
-def test_training_raises_test_psnr_and_writes_scene(tiny_capture, tmp_path):
-    cap = load_capture(tiny_capture)
-    cfg = tiny_config(iters=120)
-    out = tmp_path / "scene"
+def _rigid(angle: float, axis, shift):
+    import roma
+
+    rv = torch.tensor(axis, dtype=torch.float32)
+    rv = rv / rv.norm() * angle
+    return rv, roma.rotvec_to_rotmat(rv), torch.tensor(shift, dtype=torch.float32)
+
+
+def test_motion_nodes_carry_a_rigid_motion_exactly():
+    """Nodes that all follow one rigid motion (each translated by the motion of its own centre)
+    move every Gaussian by exactly that motion, however the blend weights fall, and turn each
+    Gaussian's rotation by it. Between two knots 60 degrees apart the motion stays one rigid motion
+    (the screw from one knot's pose to the next): the object keeps its shape and size, where
+    interpolating displacements would shrink it by 13 %."""
+    import roma
+
     torch.manual_seed(0)
-    init = Scene4D(init_params(torch.zeros(1, 3), None, 1), None, sh_degree=1)
-    res = train(cap, out, cfg, progress=False)
-    before = float(losses.psnr(render_split(init, cap.test.cameras, torch.ones(3), 0), cap.test.images))
-    assert res.metrics["psnr"] > before + 3.0
-    # the scene folder is complete and loads back to the same renders
-    for f in ("scene.json", "weights.safetensors", "cameras.json", "metrics.json"):
-        assert (out / f).is_file(), f
-    meta = json.loads((out / "scene.json").read_text())
-    assert meta["format"] == "scene4d" and meta["version"] == 1
-    scene, _, cams = load_scene(out)
-    assert len(cams["train"]) == 16 and len(cams["test"]) == 4
-    a = render_split(res.scene, cap.test.cameras, torch.ones(3), 1)
-    b = render_split(scene, cap.test.cameras, torch.ones(3), 1)
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
-    assert len(list((out / "renders" / "test").glob("*.png"))) == 4
+    pts = torch.rand(200, 3) - 0.5
+    quats = torch.nn.functional.normalize(torch.randn(200, 4), dim=-1)
+    scene = Scene4D(init_params(pts, None, 0), MotionNodesConfig(nodes=12, time_resolution=3), sh_degree=0)
+    axis = torch.tensor([0.3, -0.2, 1.0]) / torch.tensor([0.3, -0.2, 1.0]).norm()
+    motions = [(roma.rotvec_to_rotmat(axis * a), torch.tensor([0.2 * k, 0.1, -0.1 * k]))
+               for k, a in enumerate((0.0, math.pi / 3, 2 * math.pi / 3))]
+    with torch.no_grad():
+        scene.params["quats"].copy_(quats)
+        nodes = scene.deformation
+        nodes.place_nodes(pts)
+        for knot, (R, T) in enumerate(motions):
+            nodes.rotvecs[:, knot] = roma.rotmat_to_rotvec(R)
+            nodes.translations[:, knot] = nodes.centers @ R.T + T - nodes.centers
+        for t, (R, T) in zip((0.0, 0.5, 1.0), motions):
+            g = scene.at(t)
+            torch.testing.assert_close(g.means, pts @ R.T + T, atol=1e-5, rtol=0)
+            q = roma.quat_xyzw_to_wxyz(roma.quat_product(roma.rotmat_to_unitquat(R).expand(200, 4), roma.quat_wxyz_to_xyzw(quats)))
+            assert torch.minimum((g.quats - q).abs().amax(-1), (g.quats + q).abs().amax(-1)).max() < 1e-5
+        for t in (0.25, 0.6, 0.75):
+            m = scene.at(t).means
+            dist = lambda x: (x[:, None] - x[None]).norm(dim=-1)  # noqa: E731
+            torch.testing.assert_close(dist(m), dist(pts), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("temporal,curriculum", [(False, 0), (True, 0), (True, 0.75)],
-                         ids=["deform", "deform+temporal", "deform+temporal+curriculum"])
-def test_resume_is_bit_exact(tiny_capture, tmp_path, temporal, curriculum):
+def test_motion_nodes_hold_after_freezes_the_motion_past_the_window():
+    """Past the window, every knot takes the value of the last knot inside it; knots inside the
+    window are untouched."""
+    nodes = Scene4D(init_params(torch.rand(30, 3), None, 0), MotionNodesConfig(nodes=4, time_resolution=6), sh_degree=0).deformation
+    with torch.no_grad():
+        nodes.translations[:, :, 0] = torch.tensor([0.0, 0.1, 0.3, 9.0, 9.0, 9.0])
+        nodes.rotvecs[:, :, 2] = torch.tensor([0.0, 0.5, 1.0, 9.0, 9.0, 9.0])
+        nodes.hold_after(0.4)  # window [0, 0.4] reaches knot 2 (t = 0.4)
+    torch.testing.assert_close(nodes.translations[0, :, 0], torch.tensor([0.0, 0.1, 0.3, 0.3, 0.3, 0.3]))
+    torch.testing.assert_close(nodes.rotvecs[0, :, 2], torch.tensor([0.0, 0.5, 1.0, 1.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("temporal,curriculum,nodes", [(False, 0, False), (True, 0, False), (True, 0.75, False), (False, 0.75, True)],
+                         ids=["deform", "deform+temporal", "deform+temporal+curriculum", "nodes+curriculum"])
+def test_resume_is_bit_exact(tiny_capture, tmp_path, temporal, curriculum, nodes):
     cap = load_capture(tiny_capture)
-    cfg = lambda: tiny_config(temporal=temporal, curriculum=curriculum)  # noqa: E731
+    cfg = lambda: tiny_config(temporal=temporal, curriculum=curriculum, nodes=nodes)  # noqa: E731
     full = train(cap, tmp_path / "a", cfg(), progress=False, evaluate=False)
     part = train(cap, tmp_path / "b", cfg(), progress=False, stop_at=17, evaluate=False)
     assert part.steps == 17 and not (tmp_path / "b" / "scene.json").exists()
@@ -160,11 +198,15 @@ def test_scene_folder_errors(tmp_path):
         load_scene(newer)
 
 
-def test_cli_reconstruct_then_render(tiny_capture, tmp_path, capsys):
+@pytest.mark.parametrize("field", [None, "hexplane", "mlp"])
+def test_cli_reconstruct_then_render(tiny_capture, tmp_path, capsys, field):
     out = tmp_path / "scene"
-    assert main(["reconstruct", str(tiny_capture), "--out", str(out), "--iters", "30"]) == 0
+    args = ["reconstruct", str(tiny_capture), "--out", str(out), "--iters", "30"]
+    assert main(args + (["--deformation", field] if field else [])) == 0
     text = capsys.readouterr().out
     assert "test PSNR" in text and "metrics" in text
+    scene, meta, _ = load_scene(out)
+    assert scene.deformation_cfg.kind == (field or "nodes")  # the fast preset's field is the nodes
     video = tmp_path / "v.mp4"
     assert main(["render", str(out), "--path", "test", "--size", "32x32", "--out", str(video)]) == 0
     from scene4d.media import read_video
@@ -172,6 +214,18 @@ def test_cli_reconstruct_then_render(tiny_capture, tmp_path, capsys):
     assert read_video(video).shape == (4, 32, 32, 3)
     assert main(["render", str(out), "--path", "orbit", "--time", "freeze:0.5", "--frames", "3", "--size",
                  "32x32", "--out", str(tmp_path / "o.mp4")]) == 0
+
+
+def test_presets_size_each_field():
+    from scene4d.reconstruct import FIELDS, preset
+
+    assert preset("fast").deformation.kind == "nodes" and preset("dnerf").deformation.kind == "hexplane"
+    for name in ("fast", "dnerf", "quality", "handheld"):
+        for kind in FIELDS:
+            assert preset(name, kind).deformation.kind == kind
+    assert preset("fast", "hexplane").deformation.time_resolution == 10  # sized for the preset
+    with pytest.raises(ValueError, match="hexplane, mlp, nodes"):
+        preset("fast", "splines")
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
