@@ -224,8 +224,10 @@ def reconstruct(
         max_frames: for a video / image folder: frames to keep.
         size: for a video / image folder: working size (long side, pixels).
         masks: for a video / image folder: per-frame masks of moving things (zero = ignore in poses).
-        threads: CPU threads for training (default: torch's). Use 1 when other jobs share a small machine:
-            torch's threads spin-wait and slow down many-fold when a core is taken.
+        threads: CPU threads for training and for the camera step (default: all). Use 1 when other
+            jobs share a small machine: torch's threads spin-wait and slow down many-fold when a core
+            is taken. With 1 the camera step is also repeatable (pycolmap's multi-threaded
+            matching and mapping are not, even with a seed).
     """
     from .data import load_capture
     from .reconstruct import preset as make_preset
@@ -247,7 +249,8 @@ def reconstruct(
         else:
             from .sfm import poses_command
 
-            poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks)
+            poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks,
+                          num_threads=threads or -1, seed=seed)
         data = pose_dir
         # the camera step may be all an interrupted run finished: then training starts afresh
         resume = resume and (out / "checkpoints" / "latest.json").is_file()

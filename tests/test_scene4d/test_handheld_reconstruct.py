@@ -23,8 +23,10 @@ def clip(tmp_path_factory):
 def test_reconstruct_a_video_end_to_end(clip, tmp_path, capsys):
     video, _ = clip
     out = tmp_path / "scene"
+    # one thread: pycolmap's multi-threaded mapping is not repeatable, and this 24-frame 160x120
+    # clip sits near its limits (about one run in three split into parts with all threads)
     assert main(["reconstruct", str(video), "--out", str(out), "--iters", "300", "--size", "160",
-                 "--max-frames", "24"]) == 0
+                 "--max-frames", "24", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "registered 24 of 24 frames" in text
     assert "sparse points" in text
