@@ -25,16 +25,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scene4d.data import load_capture  # noqa: E402
 from scene4d.data.synthetic import make_dnerf_capture, motion_errors  # noqa: E402
-from scene4d.reconstruct import FIELDS, preset, train, without_motion  # noqa: E402
+from scene4d.reconstruct import FIELDS, preset, train, with_iters, without_motion  # noqa: E402
 
 
-def run(capture, cfg, label, procedural=False):
+def run(capture, cfg, label, procedural=False, device="cpu", keep=None, progress=False, backend="auto"):
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as d:
-        res = train(capture, Path(d) / "scene", cfg, progress=False)
+        res = train(capture, Path(keep) / label if keep else Path(d) / "scene", cfg, progress=progress, device=device,
+                    backend=backend)
     m = res.metrics
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    mem = f"peakRSS={peak:.0f}MB"
+    if device == "cuda":
+        mem += f" peakGPU={torch.cuda.max_memory_allocated() / 2**20:.0f}MB"
     print(f"{label:9s} steps={res.steps} wall={res.seconds:.1f}s it/s={res.steps / res.seconds:.2f} "
-          f"peakRSS={peak:.0f}MB gaussians={m['n_gaussians']} psnr={m['psnr']:.2f} ssim={m['ssim']:.4f} "
+          f"{mem} gaussians={m['n_gaussians']} psnr={m['psnr']:.2f} ssim={m['ssim']:.4f} "
           f"flicker={m['flicker_static_camera']:.3f}", flush=True)
     if procedural:  # the truth is known: how well each object's motion was followed
         for name, e in motion_errors(res.scene).items():
@@ -54,12 +60,22 @@ def main():
     ap.add_argument("--compare-static", action="store_true")
     ap.add_argument("--compare-field", choices=FIELDS, default=None, help="also run with this field, same budget")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: CUDA (gsplat's rasterizer when installed) if there is a GPU")
+    ap.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto", help="rasterizer")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the fitted scene folders under this folder")
+    ap.add_argument("--progress", action="store_true", help="show the training progress bar")
     ap.add_argument("--handheld", action="store_true", help="a generated handheld clip through poses + reconstruct")
     ap.add_argument("--frames", type=int, default=60, help="frames of the --handheld clip")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device=cpu torch={torch.__version__} threads={torch.get_num_threads()}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    from renderers import gsplat_available
+
+    raster = args.backend if args.backend != "auto" else ("gsplat" if device == "cuda" and gsplat_available() else "torch")
+    print(f"device={device}{' (' + torch.cuda.get_device_name() + ')' if device == 'cuda' else ''} rasterizer={raster} "
+          f"torch={torch.__version__} threads={torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as d:
         if args.handheld:
             import time
@@ -85,19 +101,20 @@ def main():
         def config(field):
             cfg = preset(args.preset, field)
             if args.iters:
-                cfg.iters = args.iters
+                with_iters(cfg, args.iters)
             return cfg
 
         cfg = config(args.field)
         kind = cfg.deformation.kind
         procedural = args.data is None and not args.handheld
-        dyn = run(capture, cfg, kind, procedural)
+        kw = dict(device=device, keep=args.keep, progress=args.progress, backend=args.backend)
+        dyn = run(capture, cfg, kind, procedural, **kw)
         if args.compare_field:
-            other = run(capture, config(args.compare_field), args.compare_field, procedural)
+            other = run(capture, config(args.compare_field), args.compare_field, procedural, **kw)
             print(f"{kind} - {args.compare_field} = {dyn['psnr'] - other['psnr']:+.2f} dB; "
                   f"time ratio {dyn['train_seconds'] / other['train_seconds']:.2f}")
         if args.compare_static:
-            st = run(capture, without_motion(config(args.field)), "static")
+            st = run(capture, without_motion(config(args.field)), "static", **kw)
             print(f"{kind} - static = {dyn['psnr'] - st['psnr']:+.2f} dB")
 
 

@@ -9,6 +9,13 @@ Times are medians of --repeat runs after one warm-up. Peak memory: CUDA allocato
 on the CPU the growth of the process's peak RSS during the run (a lower bound: ru_maxrss only
 grows, so later configurations report 0 when they fit in memory an earlier one touched).
 For gsplat on a GPU, the ratio `rasterize(gsplat) / bare gsplat.rasterization` is printed too.
+
+    python bench/render.py --scene SCENE_DIR --size 800 --frames 120   # playback of a fitted scene
+    python bench/render.py --scene random:30000:dnerf:hexplane          # ... of a random one that size
+
+Playback: an orbit with time playing, so the deformation field is evaluated for every frame
+(`scene.at(t)` then rasterize), timed end to end per frame on the device; the same orbit with
+time frozen (deformation once, rasterize only) is the reference measured in the same run.
 """
 
 from __future__ import annotations
@@ -103,6 +110,64 @@ def bench_one(backend, n, size, n_cams, device, repeat, bare=False):
     return tf, tb, mf, mb
 
 
+def random_scene(n: int, preset_name: str, field: str):
+    """A dynamic scene of n Gaussians (a ball of radius 1) with the preset's deformation field, its
+    parameters randomised: the per-frame cost of a fitted scene of that size, without fitting one."""
+    from scene4d.field import Scene4D, init_params
+    from scene4d.reconstruct import preset
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(n, 3, generator=g)
+    pts = pts / pts.norm(dim=-1, keepdim=True) * torch.rand(n, 1, generator=g) ** (1 / 3)
+    cfg = preset(preset_name, field)
+    cfg.deformation.bounds_radius = 1.0
+    params = init_params(pts, torch.rand(n, 3, generator=g), cfg.sh_degree, opacity=0.5)
+    scene = Scene4D(params, cfg.deformation, sh_degree=cfg.sh_degree)
+    with torch.no_grad():
+        if hasattr(scene.deformation, "place_nodes"):
+            scene.deformation.place_nodes(pts)
+        for p in scene.deformation.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    return scene
+
+
+def bench_playback(folder, size: int, frames: int, device: str, backend: str):
+    from scene4d.io import load_scene
+    from scene4d.render import make_path
+
+    if isinstance(folder, str) and folder.startswith("random:"):  # random:N:PRESET:FIELD
+        _, n, preset_name, field = folder.split(":")
+        scene = random_scene(int(n), preset_name, field)
+    else:
+        scene, _, _ = load_scene(folder)
+    scene.eval()
+    scene.to(device)
+    play = make_path("orbit", scene, frames=frames, size=(size, size), time="play").to(device=device)
+    times = play.times.reshape(-1).tolist()
+    bg = torch.ones(3, device=device)
+
+    @torch.no_grad()
+    def run(frozen: bool):
+        per = []
+        g = scene.at(0.5) if frozen else None
+        for i in range(frames):
+            t0 = time.perf_counter()
+            gi = g if frozen else scene.at(times[i])
+            rasterize(gi, play[i], background=bg, backend=backend, check=False)
+            _sync(device)
+            per.append(time.perf_counter() - t0)
+        return statistics.median(per)
+
+    run(False)  # warm-up: kernels, allocator
+    t_play = run(False)
+    t_frozen = run(True)
+    field = type(scene.deformation).__name__ if scene.deformation is not None else "none"
+    print(f"playback {folder} ({len(scene)} Gaussians, {field}) {size}x{size} {device} {backend}: "
+          f"{1 / t_play:.1f} FPS with the deformation every frame ({1000 * t_play:.2f} ms/frame); "
+          f"time frozen {1 / t_frozen:.1f} FPS ({1000 * t_frozen:.2f} ms); deformation share "
+          f"{max(0.0, t_play - t_frozen) / t_play:.0%}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="*", default=[10_000, 100_000])
@@ -110,9 +175,17 @@ def main():
     ap.add_argument("--cams", type=int, nargs="*", default=[1, 8])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backends", nargs="*", default=None)
+    ap.add_argument("--scene", default=None, help="a fitted scene folder: time its playback (or random:N:PRESET:FIELD, "
+                    "a random scene of N Gaussians with that preset's field)")
+    ap.add_argument("--frames", type=int, default=120, help="playback frames")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backends = args.backends or (["torch", "gsplat"] if gsplat_available() else ["torch"])
+    if args.scene is not None:
+        for be in backends:
+            for size in args.size:
+                bench_playback(args.scene, size, args.frames, device, be)
+        return
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} backends={backends}")
     print(f"{'backend':8s} {'N':>7s} {'size':>5s} {'C':>2s} {'fwd_s':>8s} {'fwd+bwd_s':>10s} {'fwd_MB':>8s} {'f+b_MB':>8s}")
     for n in args.n:

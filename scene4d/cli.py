@@ -202,6 +202,7 @@ def reconstruct(
     size: int = 320,
     masks: Optional[Path] = None,
     threads: Optional[int] = None,
+    device: str = "auto",
 ) -> None:
     """Fit a 4D scene to a dynamic capture: calibrated (D-NeRF/Blender, nerfstudio) or a handheld clip.
 
@@ -228,15 +229,22 @@ def reconstruct(
             jobs share a small machine: torch's threads spin-wait and slow down many-fold when a core
             is taken. With 1 the camera step is also repeatable (pycolmap's multi-threaded
             matching and mapping are not, even with a seed).
+        device: auto (CUDA when available, with gsplat's rasterizer if installed), cpu or cuda.
     """
     from .data import load_capture
     from .reconstruct import preset as make_preset
-    from .reconstruct import train, without_motion
+    from .reconstruct import train, with_iters, without_motion
     from .render import parse_background
 
     data = Path(data)
     if not data.exists():
         raise UsageError(f"{data}: no such capture folder, video or image folder")
+    # flags first: a typo should not cost the minutes of the camera step before it is reported
+    if iters is not None and iters < 1:
+        raise UsageError(f"--iters must be at least 1, got {iters}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    dev = _device(device)
     out = Path(out)
     video_input = _needs_poses(data)
     if video_input:
@@ -258,17 +266,11 @@ def reconstruct(
             preset = "handheld"
     cfg = make_preset(preset, deformation)
     if iters is not None:
-        if iters < 1:
-            raise UsageError(f"--iters must be at least 1, got {iters}")
-        cfg.iters = iters
-        cfg.warmup_iters = min(cfg.warmup_iters, iters // 5)
-        cfg.densify.refine_stop = min(cfg.densify.refine_stop, int(iters * 0.75))
+        with_iters(cfg, iters)
     if static:
         without_motion(cfg)
     cfg.seed = seed
     if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {threads}")
         cfg.threads = threads
     bg = parse_background(background) if background else None
     capture = load_capture(data, background=bg, downscale=downscale)
@@ -276,7 +278,7 @@ def reconstruct(
           f"{capture.width}x{capture.height}, format {capture.format}"
           + (f", {capture.points.shape[0]} sparse points" if capture.points is not None else ""))
     try:
-        res = train(capture, out, cfg, resume=resume, provenance={"command": "scene4d reconstruct " + " ".join(sys.argv[2:])})
+        res = train(capture, out, cfg, resume=resume, device=dev, provenance={"command": "scene4d reconstruct " + " ".join(sys.argv[2:])})
     except KeyboardInterrupt as e:
         print(f"scene4d reconstruct: {e}", file=sys.stderr)
         raise SystemExit(130)
@@ -329,7 +331,8 @@ def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: 
     # sphere (a co-rotating camera would keep it in the same place in every frame)
     cams = orbit((0.0, 0.0, 0.0), CAMERA_RADIUS, 30.0, frames, K=intrinsics_from_fov(math.radians(FOV_DEG), 256, 256),
                  width=256, height=256, degrees=-360.0, time="play")
-    video = render_video(res.scene, cams, out / "orbit.mp4", background=capture.background).video
+    video = render_video(res.scene, cams, out / "orbit.mp4", background=capture.background,
+                         device=res.scene.params["means"].device).video
     m = res.metrics
     print(f"\ndemo: test PSNR {m['psnr']} dB, SSIM {m['ssim']}, static-camera flicker {m['flicker_static_camera']} "
           f"(truth {m['flicker_truth']}, render vs truth {m['flicker_vs_truth']}); {res.seconds:.0f} s of training")

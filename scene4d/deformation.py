@@ -251,7 +251,11 @@ class MotionNodesField(nn.Module):
         w = self.weights(means)  # (N, K)
         A = torch.einsum("nk,kij->nij", w, R)
         new_means = torch.einsum("nij,nj->ni", A, means) + w @ p
-        qb = w @ q_xyzw  # blended node rotation
+        # q and -q are one rotation: bring every node to the hemisphere of the Gaussian's main node
+        # before blending, or two nodes turning alike could cancel out
+        main = q_xyzw[w.argmax(dim=-1)]  # (N, 4)
+        sign = torch.where(main @ q_xyzw.t() < 0, -1.0, 1.0)  # (N, K)
+        qb = (w * sign) @ q_xyzw  # blended node rotation
         qb = qb / qb.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         q = roma.quat_product(qb, roma.quat_wxyz_to_xyzw(quats))
         return new_means, roma.quat_xyzw_to_wxyz(q)
@@ -299,16 +303,19 @@ def _se3_v(w: Tensor, x: Tensor, *, inverse: bool) -> Tensor:
     """``V(w) x`` (or ``V(w)^-1 x``), the translation part of the SE(3) exponential (logarithm) for
     rotation vector w: ``V = I + a [w]x + b [w]x^2``; ``V^-1 = I - 1/2 [w]x + c [w]x^2``."""
     th = _safe_norm(w)
-    small = th < 1e-2
+    # below 0.3 rad the closed forms lose digits to cancellation in float32 (1 - cos t ~ t^2/2); the
+    # series to th^4 is exact there to ~1e-8 (float64 keeps the closed forms down to 0.01)
+    small = th < (1e-2 if th.dtype == torch.float64 else 0.3)
     t = torch.where(small, torch.ones_like(th), th)  # big-angle formulas only where they are stable
     wx = torch.cross(w, x, dim=-1)
     wwx = torch.cross(w, wx, dim=-1)
     th2 = th.square()
+    th4 = th2.square()
     if inverse:
-        c = torch.where(small, 1 / 12 + th2 / 720, (1 - t * torch.sin(t) / (2 * (1 - torch.cos(t)))) / t.square())
+        c = torch.where(small, 1 / 12 + th2 / 720 + th4 / 30240, (1 - t * torch.sin(t) / (2 * (1 - torch.cos(t)))) / t.square())
         return x - 0.5 * wx + c * wwx
-    a = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(t)) / t.square())
-    b = torch.where(small, 1 / 6 - th2 / 120, (t - torch.sin(t)) / t**3)
+    a = torch.where(small, 0.5 - th2 / 24 + th4 / 720, (1 - torch.cos(t)) / t.square())
+    b = torch.where(small, 1 / 6 - th2 / 120 + th4 / 5040, (t - torch.sin(t)) / t**3)
     return x + a * wx + b * wwx
 
 

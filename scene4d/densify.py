@@ -8,6 +8,7 @@ state is resized.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict
 
@@ -42,8 +43,9 @@ class DefaultStrategy:
         self.cfg = cfg
         self.scene_scale = scene_scale
 
-    def initialize_state(self, n: int) -> Dict[str, Tensor]:
-        return {"grad2d": torch.zeros(n), "count": torch.zeros(n)}
+    def initialize_state(self, n: int, device=None) -> Dict[str, Tensor]:
+        """Per-Gaussian statistics, kept where the Gaussians are (no host round trip per step)."""
+        return {"grad2d": torch.zeros(n, device=device), "count": torch.zeros(n, device=device)}
 
     def step_pre_backward(self, info) -> None:
         info.means2d.retain_grad()
@@ -62,8 +64,8 @@ class DefaultStrategy:
             g[..., 1] *= info.rgb.shape[1] / 2.0
             vis = info.visible
             norms = g.norm(dim=-1)
-            state["grad2d"] += (norms * vis).sum(0).cpu()
-            state["count"] += vis.sum(0).float().cpu()
+            state["grad2d"] += (norms * vis).sum(0).to(state["grad2d"].device)
+            state["count"] += vis.sum(0).float().to(state["count"].device)
         report: Dict[str, int] = {}
         if step > cfg.refine_start and step % cfg.refine_every == 0:
             report.update(self._grow(params, optimizers, state))
@@ -86,7 +88,7 @@ class DefaultStrategy:
         # respect the budget: splits add one net Gaussian each, clones one
         if int(clone.sum() + split.sum()) > room:
             order = torch.argsort(avg, descending=True)
-            allowed = torch.zeros(n, dtype=torch.bool)
+            allowed = torch.zeros(n, dtype=torch.bool, device=avg.device)
             allowed[order[:room]] = True
             clone &= allowed
             split &= allowed
@@ -95,7 +97,7 @@ class DefaultStrategy:
             idx = torch.nonzero(clone).flatten()
             _update_rows(params, optimizers, state, lambda name, p: torch.cat([p, p[idx]]), n_new=len(idx))
         if n_split:
-            mask = torch.cat([split, torch.zeros(n_clone, dtype=torch.bool)])
+            mask = torch.cat([split, torch.zeros(n_clone, dtype=torch.bool, device=split.device)])
             idx = torch.nonzero(mask).flatten()
             self._split(params, optimizers, state, idx)
         return {"cloned": n_clone, "split": n_split}
@@ -105,14 +107,14 @@ class DefaultStrategy:
         scales = torch.exp(params["log_scales"][idx])
         R = quat_to_rotmat(params["quats"][idx])
         offsets = [(R @ (torch.randn_like(scales) * scales)[..., None])[..., 0] for _ in range(2)]
-        keep = torch.ones(params["means"].shape[0], dtype=torch.bool)
+        keep = torch.ones(params["means"].shape[0], dtype=torch.bool, device=idx.device)
         keep[idx] = False
 
         def surgery(name, p):
             if name == "means":
                 new = torch.cat([p[idx] + offsets[0], p[idx] + offsets[1]])
             elif name == "log_scales":
-                new = (p[idx] - torch.log(torch.tensor(1.6))).repeat(2, *[1] * (p.dim() - 1))
+                new = (p[idx] - math.log(1.6)).repeat(2, *[1] * (p.dim() - 1))
             else:
                 new = p[idx].repeat(2, *[1] * (p.dim() - 1))
             return torch.cat([p[keep], new])
@@ -165,4 +167,4 @@ def _update_rows(params: nn.ParameterDict, optimizers, state, fn: Callable, *, n
     for key in list(state.keys()):
         v = state[key]
         kept = v[keep] if keep is not None else v
-        state[key] = torch.cat([kept, torch.zeros(n_new, dtype=v.dtype)])
+        state[key] = torch.cat([kept, torch.zeros(n_new, dtype=v.dtype, device=v.device)])

@@ -193,6 +193,8 @@ def render_video(
     out = Path(out)
     device = torch.device(device)
     cams = cams.to(device=device)
+    if isinstance(scene, torch.nn.Module):  # a fitted scene: evaluate its deformation on the device too
+        scene = scene.to(device)
     times = cams.times if cams.times is not None else torch.zeros(len(cams))
     rgb_frames, depth_frames, alpha_frames = [], [], []
     frames_dir = out.with_suffix("") if png else None

@@ -22,6 +22,23 @@ def test_ssim_identity_and_drop():
     assert float(losses.dssim(img, img)) < 1e-5
 
 
+def test_ssim_is_kornias():
+    """Our one-pass SSIM is kornia's (window 11, sigma 1.5, reflect padding), values and gradients."""
+    import kornia
+
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand(2, 40, 33, 3, generator=g)
+    for pred in (torch.rand(2, 40, 33, 3, generator=g), (gt + 0.05 * torch.randn(gt.shape, generator=g)).clamp(0, 1)):
+        a = pred.clone().requires_grad_(True)
+        b = pred.clone().requires_grad_(True)
+        ours = losses.ssim(a, gt)
+        ref = kornia.metrics.ssim(b.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2), 11).mean()
+        assert abs(float(ours.detach()) - float(ref.detach())) < 1e-6
+        ours.backward()
+        ref.backward()
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-7, rtol=1e-4)
+
+
 def test_flicker_counts_only_change_the_truth_does_not_have():
     t = torch.linspace(0, 1, 5)[:, None, None, None]
     truth = t.expand(5, 4, 4, 3).clone()  # a steady fade: 0.25 per frame

@@ -64,7 +64,8 @@ def test_motion_nodes_carry_a_rigid_motion_exactly():
     move every Gaussian by exactly that motion, however the blend weights fall, and turn each
     Gaussian's rotation by it. Between two knots 60 degrees apart the motion stays one rigid motion
     (the screw from one knot's pose to the next): the object keeps its shape and size, where
-    interpolating displacements would shrink it by 13 %."""
+    interpolating displacements would shrink it by 13 %. Half the nodes store their rotation the
+    long way round (angle - 360 degrees: the opposite quaternion sign), which must not matter."""
     import roma
 
     torch.manual_seed(0)
@@ -79,7 +80,10 @@ def test_motion_nodes_carry_a_rigid_motion_exactly():
         nodes = scene.deformation
         nodes.place_nodes(pts)
         for knot, (R, T) in enumerate(motions):
-            nodes.rotvecs[:, knot] = roma.rotmat_to_rotvec(R)
+            rv = roma.rotmat_to_rotvec(R)
+            nodes.rotvecs[:, knot] = rv
+            if rv.norm() > 0:
+                nodes.rotvecs[::2, knot] = rv - 2 * math.pi * rv / rv.norm()
             nodes.translations[:, knot] = nodes.centers @ R.T + T - nodes.centers
         for t, (R, T) in zip((0.0, 0.5, 1.0), motions):
             g = scene.at(t)
@@ -228,6 +232,16 @@ def test_presets_size_each_field():
         preset("fast", "splines")
 
 
+
+def test_with_iters_keeps_the_schedule_inside_the_run():
+    from scene4d.reconstruct import preset, with_iters
+
+    cfg = with_iters(preset("dnerf"), 6000)  # 3000 warm-up steps and densification to 10000 by default
+    assert (cfg.iters, cfg.warmup_iters, cfg.densify.refine_stop) == (6000, 1200, 4500)
+    cfg = with_iters(preset("fast"), 5000)  # a longer run keeps the preset's own schedule
+    assert (cfg.warmup_iters, cfg.densify.refine_stop) == (preset("fast").warmup_iters, preset("fast").densify.refine_stop)
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["render", str(tmp_path / "empty")]) == 2
@@ -238,6 +252,11 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert not (tmp_path / "s" / "scene.json").exists()
     assert main(["reconstruct", str(tmp_path / "empty"), "--out", str(tmp_path / "s"), "--threads", "0"]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
+    # flags are checked before the (minutes-long) camera step of a video
+    (tmp_path / "clip.mp4").write_bytes(b"not decoded before the flags are checked")
+    assert main(["reconstruct", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "v"), "--iters", "0"]) == 2
+    assert "--iters must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
 
 
 @pytest.mark.slow
