@@ -332,7 +332,7 @@ def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: 
     cams = orbit((0.0, 0.0, 0.0), CAMERA_RADIUS, 30.0, frames, K=intrinsics_from_fov(math.radians(FOV_DEG), 256, 256),
                  width=256, height=256, degrees=-360.0, time="play")
     video = render_video(res.scene, cams, out / "orbit.mp4", background=capture.background,
-                         device=res.scene.params["means"].device).video
+                         device=res.scene.device).video
     m = res.metrics
     print(f"\ndemo: test PSNR {m['psnr']} dB, SSIM {m['ssim']}, static-camera flicker {m['flicker_static_camera']} "
           f"(truth {m['flicker_truth']}, render vs truth {m['flicker_vs_truth']}); {res.seconds:.0f} s of training")

@@ -64,8 +64,8 @@ class DefaultStrategy:
             g[..., 1] *= info.rgb.shape[1] / 2.0
             vis = info.visible
             norms = g.norm(dim=-1)
-            state["grad2d"] += (norms * vis).sum(0).to(state["grad2d"].device)
-            state["count"] += vis.sum(0).float().to(state["count"].device)
+            state["grad2d"] += (norms * vis).sum(0)
+            state["count"] += vis.sum(0).float()
         report: Dict[str, int] = {}
         if step > cfg.refine_start and step % cfg.refine_every == 0:
             report.update(self._grow(params, optimizers, state))

@@ -88,6 +88,11 @@ class Scene4D(nn.Module):
         return self.params["means"].shape[0]
 
     @property
+    def device(self) -> torch.device:
+        """Where the parameters (and so every ``at(t)``) live."""
+        return self.params["means"].device
+
+    @property
     def temporal_opacity(self) -> bool:
         return "t_center" in self.params
 

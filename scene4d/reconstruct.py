@@ -295,9 +295,8 @@ def save_checkpoint(folder: Path, step: int, scene: Scene4D, opts, deform_opt, s
     tensors.update({f"densify.{k}": v for k, v in strat_state.items()})
     tensors["rng.sampler"] = gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    dev = scene.params["means"].device
-    if dev.type == "cuda":  # split offsets are drawn on the device
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(dev)
+    if scene.device.type == "cuda":  # split offsets are drawn on the device
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(scene.device)
     atomic_save_tensors(ck / "latest.safetensors", tensors)
     # the JSON goes last: it names the step the tensors belong to
     atomic_write_json(ck / "latest.json", {"step": step, "config": config_to_json(cfg), **extra})
@@ -566,7 +565,7 @@ def _set_lrs(opts, deform_opt, base, cfg: TrainConfig, step: int, scene_scale: f
 @torch.no_grad()
 def render_split(scene: Scene4D, cams: Cameras, background, sh_degree: int, backend: str = "auto") -> torch.Tensor:
     """Every view of ``cams`` at its own time, rendered where the scene lives; (C, H, W, 3) on the CPU."""
-    dev = scene.params["means"].device
+    dev = scene.device
     times = cams.times.reshape(-1).tolist()
     cams = cams.to(device=dev)
     bg = torch.as_tensor(background, dtype=torch.float32, device=dev)
@@ -575,18 +574,6 @@ def render_split(scene: Scene4D, cams: Cameras, background, sh_degree: int, back
         g = scene.at(times[i])
         frames.append(rasterize(g, cams[i], background=bg, sh_degree=sh_degree, backend=backend, check=False).rgb[0].cpu())
     return torch.stack(frames)
-
-
-@torch.no_grad()
-def _static_camera_frames(scene: Scene4D, cam: Cameras, ts: torch.Tensor, background, sh_degree: int,
-                          backend: str = "auto") -> torch.Tensor:
-    """One camera while time plays through ``ts``; (T, H, W, 3) on the CPU."""
-    dev = scene.params["means"].device
-    cam = cam.to(device=dev)
-    bg = torch.as_tensor(background, dtype=torch.float32, device=dev)
-    return torch.stack([rasterize(scene.at(float(t)), cam, background=bg, sh_degree=sh_degree, backend=backend,
-                                  check=False).rgb[0].cpu()
-                        for t in ts])
 
 
 @torch.no_grad()
@@ -613,7 +600,9 @@ def evaluate_scene(scene: Scene4D, capture, out: Path, sh_degree: int, *, write_
     # flicker: a fixed camera (the first test view) while time plays
     cam = test.cameras[0]
     ts = torch.linspace(0, 1, 30)
-    frames = _static_camera_frames(scene, cam, ts, bg, sh_degree, backend)
+    still = Cameras(cam.K.expand(len(ts), 3, 3), cam.world_to_camera.expand(len(ts), 4, 4), cam.width, cam.height,
+                    times=ts)
+    frames = render_split(scene, still, bg, sh_degree, backend)
     m["flicker_static_camera"] = round(float(losses.flicker(frames.clamp(0, 1))), 4)
     if reference_at is not None:
         ref = torch.stack([reference_at(float(t), cam) for t in ts])
