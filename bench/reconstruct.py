@@ -46,6 +46,9 @@ def run(capture, cfg, label, procedural=False, device="cpu", keep=None, progress
         for name, e in motion_errors(res.scene).items():
             print(f"{'':9s} {name}: rotation error {e['rotation_deg']} deg, centre error {e['centre_error']} "
                   f"({e['gaussians']} Gaussians)", flush=True)
+            if e["rotation_deg"] is not None:
+                by_t = " ".join(f"{t:g}:{v:.0f}" for t, v in e["rotation_deg_by_time"].items())
+                print(f"{'':9s} {'':{len(name)}s}  rotation error by time (deg) {by_t}", flush=True)
     return m
 
 

@@ -260,7 +260,8 @@ def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
     fitted Gaussians' centroid and where the true motion takes their t = 0 centroid (not the
     object's origin: a fit with no Gaussians on an unseen underside has its centroid off the
     origin without any motion error), averaged over ``times``. A spin the fit missed shows here even where
-    the silhouette (and so much of the PSNR) is right.
+    the silhouette (and so much of the PSNR) is right. ``rotation_deg_by_time`` and
+    ``centre_error_by_time`` give the same per time: where along the clip a fit lost track.
     """
     at0 = scene.at(0.0).means.cpu()
     out = {}
@@ -286,7 +287,9 @@ def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
             rot_err.append(math.degrees(math.acos(max(-1.0, min(1.0, float(cos))))))
             ctr_err.append(float((m.mean(0) - (R_true @ (c0 - T0) + T_t)).norm()))
         out[name] = {"gaussians": int(sel.sum()), "rotation_deg": round(sum(rot_err) / len(rot_err), 2),
-                     "centre_error": round(sum(ctr_err) / len(ctr_err), 4)}
+                     "centre_error": round(sum(ctr_err) / len(ctr_err), 4),
+                     "rotation_deg_by_time": {float(t): round(e, 2) for t, e in zip(times, rot_err)},
+                     "centre_error_by_time": {float(t): round(e, 4) for t, e in zip(times, ctr_err)}}
     return out
 
 

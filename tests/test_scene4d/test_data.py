@@ -93,6 +93,9 @@ def test_motion_errors_measure_how_well_motion_is_followed():
     frozen = motion_errors(Scene(True), times)
     # orbiter: 135 and 270 (= 90) degrees of spin; the cube 45 and 90; the bobber never turns
     assert frozen["orbiter"]["rotation_deg"] == pytest.approx(112.5, abs=0.5)
+    by_t = frozen["orbiter"]["rotation_deg_by_time"]
+    assert list(by_t) == [0.25, 0.5] and by_t[0.25] == pytest.approx(135, abs=0.5) and by_t[0.5] == pytest.approx(90, abs=0.5)
+    assert frozen["bobber"]["centre_error_by_time"][0.25] == pytest.approx(0.35, abs=1e-3)
     assert frozen["cube"]["rotation_deg"] == pytest.approx(67.5, abs=0.5)
     assert frozen["bobber"]["rotation_deg"] < 0.1
     assert frozen["bobber"]["centre_error"] == pytest.approx(0.35 / 2, abs=1e-3)  # sin 90 deg and sin 180 deg
