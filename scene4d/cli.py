@@ -305,9 +305,13 @@ def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: 
     from .data import load_capture
     from .data.synthetic import CAMERA_RADIUS, FOV_DEG, make_dnerf_capture, scene_at
     from .reconstruct import preset as make_preset
-    from .reconstruct import train
+    from .reconstruct import train, with_iters
     from .render import render_video
 
+    if iters is not None and iters < 1:
+        raise UsageError(f"--iters must be at least 1, got {iters}")
+    if frames < 2:
+        raise UsageError(f"--frames must be at least 2 (a video), got {frames}")
     out = Path(out)
     data = out / "capture"
     if data.exists():
@@ -319,7 +323,7 @@ def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: 
         shutil.rmtree(scene_dir)
     cfg = make_preset("fast")
     if iters is not None:
-        cfg.iters = iters
+        with_iters(cfg, iters)  # the warm-up and densification stay inside a shortened run
 
     def truth(t, cam):
         from renderers import rasterize

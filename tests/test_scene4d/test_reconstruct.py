@@ -257,6 +257,12 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert main(["reconstruct", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "v"), "--iters", "0"]) == 2
     assert "--iters must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+    # the demo checks its flags before making its capture
+    assert main(["demo", "--out", str(tmp_path / "d"), "--iters", "0"]) == 2
+    assert "--iters must be at least 1" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--frames", "1"]) == 2
+    assert "--frames must be at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.slow
