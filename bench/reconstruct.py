@@ -73,10 +73,10 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    from renderers import gsplat_available
+    from renderers import default_device, resolve_backend
 
-    raster = args.backend if args.backend != "auto" else ("gsplat" if device == "cuda" and gsplat_available() else "torch")
+    device = default_device().type if args.device == "auto" else args.device
+    raster = resolve_backend(args.backend, device)
     print(f"device={device}{' (' + torch.cuda.get_device_name() + ')' if device == 'cuda' else ''} rasterizer={raster} "
           f"torch={torch.__version__} threads={torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as d:

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cameras import Cameras, intrinsics_from_fov, look_at  # noqa: E402
-from renderers import Gaussians, gsplat_available, rasterize  # noqa: E402
+from renderers import Gaussians, default_device, gsplat_available, rasterize  # noqa: E402
 
 
 def make_scene(n: int, size: int, n_cams: int, device: str, seed: int = 0):
@@ -179,7 +179,7 @@ def main():
                     "a random scene of N Gaussians with that preset's field)")
     ap.add_argument("--frames", type=int, default=120, help="playback frames")
     args = ap.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device().type
     backends = args.backends or (["torch", "gsplat"] if gsplat_available() else ["torch"])
     if args.scene is not None:
         for be in backends:

@@ -90,6 +90,21 @@ class RenderError(ValueError):
     """Inputs rasterize cannot use (wrong shapes, devices, backends)."""
 
 
+def default_device() -> torch.device:
+    """Where work goes when the user does not say: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_backend(backend: str, device: Union[str, torch.device]) -> str:
+    """The rasterizer ``backend`` names on ``device``: "auto" is gsplat's kernels on CUDA when
+    gsplat is installed, the torch rasterizer otherwise."""
+    if backend == "auto":
+        return "gsplat" if (torch.device(device).type == "cuda" and gsplat_available()) else "torch"
+    if backend not in ("torch", "gsplat"):
+        raise RenderError(f"unknown backend {backend!r}; choose 'auto', 'torch' or 'gsplat'")
+    return backend
+
+
 def rasterize(
     gaussians: Gaussians,
     cameras: Cameras,
@@ -131,10 +146,7 @@ def rasterize(
         raise RenderError(f"sh_degree={degree} but the Gaussians store SH up to degree {stored}")
     bg = _background(background, C, dt, dev)
 
-    if backend == "auto":
-        backend = "gsplat" if (dev.type == "cuda" and gsplat_available()) else "torch"
-    if backend not in ("torch", "gsplat"):
-        raise RenderError(f"unknown backend {backend!r}; choose 'auto', 'torch' or 'gsplat'")
+    backend = resolve_backend(backend, dev)
 
     if len(gaussians) == 0:
         rgb = (bg if bg is not None else torch.zeros(C, 3, dtype=dt, device=dev))[:, None, None, :]
@@ -179,5 +191,5 @@ def _background(background, C, dt, dev) -> Optional[Tensor]:
 
 __all__ = [
     "Gaussians", "GaussianError", "RasterOptions", "RenderOutput", "RenderError", "rasterize",
-    "gsplat_available", "covariances", "eval_sh", "quat_to_rotmat", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
+    "gsplat_available", "default_device", "resolve_backend", "covariances", "eval_sh", "quat_to_rotmat", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
 ]

@@ -31,11 +31,19 @@ USER_ERRORS = (UsageError, SplatFileError, CameraError, GaussianError, RenderErr
                FileExistsError, CaptureError, SceneFolderError)
 
 
+def _at_least(flag: str, value, least: int, what: str = "") -> None:
+    """A count flag below its minimum is a usage error naming the flag (``None``: not given)."""
+    if value is not None and value < least:
+        raise UsageError(f"{flag} must be at least {least}{what}, got {value}")
+
+
 def _device(name: str):
     import torch
 
+    from renderers import default_device
+
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return default_device().type
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but no CUDA device is available; use --device cpu")
     return name
@@ -105,8 +113,7 @@ def render(
 
     w, h = parse_size(size)
     bg = parse_background(background)
-    if frames < 1:
-        raise UsageError(f"--frames must be at least 1, got {frames}")
+    _at_least("--frames", frames, 1)
     if fps <= 0:
         raise UsageError(f"--fps must be positive, got {fps}")
     sc, train_cams, test_cams = load_scene(scene)
@@ -240,10 +247,8 @@ def reconstruct(
     if not data.exists():
         raise UsageError(f"{data}: no such capture folder, video or image folder")
     # flags first: a typo should not cost the minutes of the camera step before it is reported
-    if iters is not None and iters < 1:
-        raise UsageError(f"--iters must be at least 1, got {iters}")
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
+    _at_least("--iters", iters, 1)
+    _at_least("--threads", threads, 1)
     dev = _device(device)
     out = Path(out)
     video_input = _needs_poses(data)
@@ -308,10 +313,8 @@ def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: 
     from .reconstruct import train, with_iters
     from .render import render_video
 
-    if iters is not None and iters < 1:
-        raise UsageError(f"--iters must be at least 1, got {iters}")
-    if frames < 2:
-        raise UsageError(f"--frames must be at least 2 (a video), got {frames}")
+    _at_least("--iters", iters, 1)
+    _at_least("--frames", frames, 2, " (a video)")
     out = Path(out)
     data = out / "capture"
     if data.exists():

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from cameras import Cameras
-from renderers import rasterize
+from renderers import default_device, rasterize
 
 from . import losses
 from .deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
@@ -341,7 +341,7 @@ def train(
     :func:`renderers.rasterize`).
     """
     out = Path(out)
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device is not None else default_device()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train_split = capture.train
