@@ -253,13 +253,17 @@ class _Composite(torch.autograd.Function):
         logT = torch.zeros(n_tiles, Q, dtype=torch.float64, device=dev)
         ox, oy = _pixel_offsets(tile_size, dt, dev)
         chunks = _chunks(isect.tile_start, Q, budget)
+        # Small frames (the CPU's training sizes) keep each chunk's blending terms for the backward
+        # pass instead of recomputing them there; large ones recompute, so memory stays bounded.
+        cache = [] if any(ctx.needs_input_grad[:4]) and int(isect.tile_start[-1]) * Q <= budget else None
         for t0, t1 in chunks:
             geo = _ChunkGeometry(isect, t0, t1, tile_size, dt, dev)
             if geo.p1 == geo.p0:
                 continue
-            _, _, _, _, alpha, _, log1m, T_before = _alpha_terms(
-                geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, t_min
-            )
+            terms = _alpha_terms(geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, t_min)
+            if cache is not None:
+                cache.append((geo, terms))
+            _, _, _, _, alpha, _, log1m, T_before = terms
             w = alpha * T_before
             f = feats[geo.g]  # (P, F)
             # sum_i w_i f_i per tile as a batched matmul over the pairs of each tile
@@ -271,7 +275,7 @@ class _Composite(torch.autograd.Function):
             logT[t0:t1] = lt_sum
         T = torch.exp(logT).to(dt)
         ctx.save_for_backward(means2d, conics, opacities, feats, feat_out, T)
-        ctx.isect, ctx.tile_size, ctx.opts, ctx.chunks = isect, tile_size, opts, chunks
+        ctx.isect, ctx.tile_size, ctx.opts, ctx.chunks, ctx.cache = isect, tile_size, opts, chunks, cache
         return feat_out, T
 
     @staticmethod
@@ -295,13 +299,19 @@ class _Composite(torch.autograd.Function):
         # d T_final / d alpha_i = -T_final / (1 - alpha_i).
         total = (g_feat * feat_out).sum(-1)  # (tiles, Q): sum_k w_k G.f_k
         tail_T = g_T * T  # (tiles, Q)
+        cached = iter(ctx.cache) if ctx.cache is not None else None
+        ctx.cache = None
         for t0, t1 in chunks:
-            geo = _ChunkGeometry(isect, t0, t1, tile_size, dt, dev)
-            if geo.p1 == geo.p0:
-                continue
-            dx, dy, gauss, raw, alpha, used, log1m, T_before = _alpha_terms(
-                geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, t_min
-            )
+            if cached is not None:  # the forward pass kept the non-empty chunks' terms, in order
+                if int(isect.tile_start[t0]) == int(isect.tile_start[t1]):
+                    continue
+                geo, terms = next(cached)
+            else:
+                geo = _ChunkGeometry(isect, t0, t1, tile_size, dt, dev)
+                if geo.p1 == geo.p0:
+                    continue
+                terms = _alpha_terms(geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, t_min)
+            dx, dy, gauss, raw, alpha, used, log1m, T_before = terms
             G = g_feat[t0:t1][geo.lt]  # (P, Q, F)
             f = feats[geo.g]
             w = alpha * T_before

@@ -335,7 +335,7 @@ def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: 
 
     res = train(capture, scene_dir, cfg, reference_at=truth)
     # the capture's own camera distance and field of view; the camera turns against the orbiting
-    # sphere (a co-rotating camera would keep it in the same place in every frame)
+    # ball (a co-rotating camera would keep it in the same place in every frame)
     cams = orbit((0.0, 0.0, 0.0), CAMERA_RADIUS, 30.0, frames, K=intrinsics_from_fov(math.radians(FOV_DEG), 256, 256),
                  width=256, height=256, degrees=-360.0, time="play")
     video = render_video(res.scene, cams, out / "orbit.mp4", background=capture.background,

@@ -10,8 +10,9 @@ Two fields:
 * :class:`MotionNodesField` — a few hundred-or-fewer motion nodes, each with its own rigid motion
   (a rotation and a translation per time knot), blended onto the Gaussians by learnable radial
   weights (SC-GS, Huang et al. CVPR 2024; the motion bases of Shape-of-Motion, Wang et al. 2024).
-  Whatever moves rigidly is carried rigidly: a spinning textured ball keeps its pattern, where a
-  displacement field interpolated between time knots cuts the chord of every turn and blurs it.
+  Whatever moves rigidly is carried rigidly: a turning object keeps its shape and pattern between
+  time knots, where a displacement field interpolated between knots cuts the chord of every turn
+  and blurs it.
 
 Every head starts at zero, so a fresh field is the identity: a new scene is static until trained.
 """

@@ -53,7 +53,10 @@ def photometric(pred: Tensor, gt: Tensor, lambda_dssim: float = 0.2) -> Tensor:
 
 
 def psnr(pred: Tensor, gt: Tensor) -> Tensor:
-    """PSNR in dB of images in [0, 1], averaged over the batch (per-image PSNR, then mean)."""
+    """PSNR in dB of images in [0, 1], averaged over the batch (per-image PSNR, then mean); a single
+    (H, W, C) image is one image, not a batch of rows."""
+    if pred.dim() == 3:
+        pred, gt = pred[None], gt[None]
     mse = (pred.clamp(0, 1) - gt).square().flatten(1).mean(1).clamp_min(1e-10)
     return (-10 * torch.log10(mse)).mean()
 

@@ -66,6 +66,15 @@ def test_scene_is_compact_and_moves_as_documented():
     a = 2 * math.pi * 0.25
     assert torch.allclose(object_poses(0.25)[0][1], torch.tensor([0.65 * math.cos(a), 0.65 * math.sin(a), 0.15]))
     assert abs(float(object_poses(0.25)[1][1][2]) - 0.65) < 1e-6  # bobber at its peak
+    # the orbiter keeps its orientation unless asked to spin; spinning moves nothing but the orbiter
+    assert torch.equal(object_poses(0.7)[0][0], torch.eye(3))
+    spun, still = scene_at(0.25, orbiter_turns=1.5), scene_at(0.25)
+    c, s = math.cos(1.5 * 2 * math.pi * 0.25), math.sin(1.5 * 2 * math.pi * 0.25)
+    Rz = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    T = object_poses(0.25)[0][1]
+    m = labels == 0
+    assert torch.allclose(spun.means[m] - T, (still.means[m] - T) @ Rz.T, atol=1e-5)
+    assert torch.equal(spun.means[~m], still.means[~m])
     # the same Gaussian is the same material point: rigid distances within an object are preserved
     g0, g1 = scene_at(0.0), scene_at(0.6)
     m = labels == 2
@@ -77,24 +86,32 @@ def test_scene_is_compact_and_moves_as_documented():
 # --------------------------------------------------------------------------- D-NeRF round trip
 def test_motion_errors_measure_how_well_motion_is_followed():
     """The truth follows itself exactly; a fit that froze every object at t = 0 misses the orbiter's
-    spin and every object's travel by the documented amounts."""
+    spin (when it spins) and every object's travel by the documented amounts."""
     from scene4d.data.synthetic import motion_errors, scene_at
 
     class Scene:
-        def __init__(self, frozen):
-            self.frozen = frozen
+        def __init__(self, frozen, turns=0.0):
+            self.frozen, self.turns = frozen, turns
 
         def at(self, t):
-            return scene_at(0.0 if self.frozen else t)
+            return scene_at(0.0 if self.frozen else t, orbiter_turns=self.turns)
 
     times = (0.25, 0.5)
     truth = motion_errors(Scene(False), times)
     assert all(e["rotation_deg"] < 0.1 and e["centre_error"] < 1e-4 for e in truth.values())
     frozen = motion_errors(Scene(True), times)
-    # orbiter: 135 and 270 (= 90) degrees of spin; the cube 45 and 90; the bobber never turns
-    assert frozen["orbiter"]["rotation_deg"] == pytest.approx(112.5, abs=0.5)
-    by_t = frozen["orbiter"]["rotation_deg_by_time"]
+    assert frozen["orbiter"]["rotation_deg"] < 0.1  # it does not spin; it travels
+    assert frozen["orbiter"]["centre_error_by_time"][0.5] == pytest.approx(1.3, abs=1e-3)  # across the circle
+    spun = motion_errors(Scene(False, 1.5), times, orbiter_turns=1.5)
+    assert spun["orbiter"]["rotation_deg"] < 0.1 and spun["orbiter"]["centre_error"] < 1e-4
+    # spinning 1.5 turns: 135 and 270 (= 90) degrees at t = 0.25 and 0.5, missed by a frozen fit;
+    # the cube turns 45 and 90; the bobber never turns
+    frozen_spun = motion_errors(Scene(True, 1.5), times, orbiter_turns=1.5)
+    assert frozen_spun["orbiter"]["rotation_deg"] == pytest.approx(112.5, abs=0.5)
+    by_t = frozen_spun["orbiter"]["rotation_deg_by_time"]
     assert list(by_t) == [0.25, 0.5] and by_t[0.25] == pytest.approx(135, abs=0.5) and by_t[0.5] == pytest.approx(90, abs=0.5)
+    # measured against the wrong truth, the real motion shows up as the error
+    assert motion_errors(Scene(False, 1.5), times)["orbiter"]["rotation_deg"] == pytest.approx(112.5, abs=0.5)
     assert frozen["bobber"]["centre_error_by_time"][0.25] == pytest.approx(0.35, abs=1e-3)
     assert frozen["cube"]["rotation_deg"] == pytest.approx(67.5, abs=0.5)
     assert frozen["bobber"]["rotation_deg"] < 0.1
@@ -212,6 +229,15 @@ def test_missing_test_split_holds_out_every_8th_view(syn, cap, tmp_path):
     assert torch.allclose(c.test.times, cap.train.times[held])
     assert torch.equal(c.test.images, cap.train.images[held])
     assert any("every 8th" in n for n in c.notes)
+
+
+def test_spinning_orbiter_capture(tmp_path):
+    c = load_capture(make_dnerf_capture(tmp_path / "spin", n_train=3, n_test=1, n_val=0, size=24, orbiter_turns=1.5))
+    for i in (1, 2):
+        cam = c.train.cameras[i]
+        t = float(cam.times[0])
+        assert psnr(rasterize(scene_at(t, orbiter_turns=1.5), cam, background=c.background, backend="torch").rgb[0],
+                    c.train.images[i]) > 40
 
 
 def test_rgb_images_without_alpha(tmp_path):

@@ -11,6 +11,11 @@ def test_psnr_known_value():
     gt = torch.zeros(2, 8, 8, 3)
     pred = torch.full_like(gt, 0.1)  # mse 0.01 -> 20 dB
     assert math.isclose(float(losses.psnr(pred, gt)), 20.0, rel_tol=1e-5)
+    # one (H, W, 3) image: one error on one pixel lowers it as for that image, not for one row of it
+    one = torch.zeros(8, 8, 3)
+    off = one.clone()
+    off[0, 0] = 1.0  # mse 3 / 192
+    assert math.isclose(float(losses.psnr(off, one)), -10 * math.log10(3 / 192), rel_tol=1e-5)
 
 
 def test_ssim_identity_and_drop():
