@@ -106,8 +106,10 @@ class PosesOptions:
             global mapper).
         min_features: median SIFT features per frame below which the clip is "too little texture".
         max_num_features: SIFT features per frame at most.
-        num_threads: CPU threads for pycolmap (-1: all).
-        seed: random seed for RANSAC and mapping (repeatable results).
+        num_threads: CPU threads for pycolmap (-1: all). Results repeat exactly only with 1:
+            pycolmap's threaded stages vary with thread timing, and on hard clips (much of the
+            frame moving) so do the first model and the moving-object masks.
+        seed: random seed for RANSAC and mapping (repeatable results with ``num_threads=1``).
         verbose: let pycolmap log its progress.
     """
 
