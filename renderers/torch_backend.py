@@ -235,6 +235,17 @@ def _alpha_terms(geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, 
     return dx, dy, gauss, raw, alpha, keep & used, log1m, T_before
 
 
+def _chunk_terms(isect, chunks, tile_size, means2d, conics, opacities, opts):
+    """``(t0, t1, geometry, blending terms)`` of each non-empty chunk of tiles, in order."""
+    alpha_min, alpha_max, t_min, _ = opts
+    dev, dt = means2d.device, means2d.dtype
+    ox, oy = _pixel_offsets(tile_size, dt, dev)
+    for t0, t1 in chunks:
+        geo = _ChunkGeometry(isect, t0, t1, tile_size, dt, dev)
+        if geo.p1 > geo.p0:
+            yield t0, t1, geo, _alpha_terms(geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, t_min)
+
+
 class _Composite(torch.autograd.Function):
     """Front-to-back blending of per-Gaussian features over tiles.
 
@@ -244,26 +255,21 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means2d, conics, opacities, feats, isect, tile_size, opts):
-        alpha_min, alpha_max, t_min, budget = opts
+        budget = opts[3]
         dev, dt = means2d.device, means2d.dtype
         n_tiles = isect.tile_start.numel() - 1
         Q = tile_size * tile_size
         F = feats.shape[-1]
         feat_out = torch.zeros(n_tiles, Q, F, dtype=dt, device=dev)
         logT = torch.zeros(n_tiles, Q, dtype=torch.float64, device=dev)
-        ox, oy = _pixel_offsets(tile_size, dt, dev)
         chunks = _chunks(isect.tile_start, Q, budget)
-        # Small frames (the CPU's training sizes) keep each chunk's blending terms for the backward
+        walk = _chunk_terms(isect, chunks, tile_size, means2d, conics, opacities, opts)
+        # Small frames (the CPU's training sizes) keep the chunks' blending terms for the backward
         # pass instead of recomputing them there; large ones recompute, so memory stays bounded.
-        cache = [] if any(ctx.needs_input_grad[:4]) and int(isect.tile_start[-1]) * Q <= budget else None
-        for t0, t1 in chunks:
-            geo = _ChunkGeometry(isect, t0, t1, tile_size, dt, dev)
-            if geo.p1 == geo.p0:
-                continue
-            terms = _alpha_terms(geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, t_min)
-            if cache is not None:
-                cache.append((geo, terms))
-            _, _, _, _, alpha, _, log1m, T_before = terms
+        keep = any(ctx.needs_input_grad[:4]) and int(isect.tile_start[-1]) * Q <= budget
+        if keep:
+            walk = list(walk)
+        for t0, t1, geo, (_, _, _, _, alpha, _, log1m, T_before) in walk:
             w = alpha * T_before
             f = feats[geo.g]  # (P, F)
             # sum_i w_i f_i per tile as a batched matmul over the pairs of each tile
@@ -275,16 +281,16 @@ class _Composite(torch.autograd.Function):
             logT[t0:t1] = lt_sum
         T = torch.exp(logT).to(dt)
         ctx.save_for_backward(means2d, conics, opacities, feats, feat_out, T)
-        ctx.isect, ctx.tile_size, ctx.opts, ctx.chunks, ctx.cache = isect, tile_size, opts, chunks, cache
+        ctx.isect, ctx.tile_size, ctx.opts, ctx.chunks = isect, tile_size, opts, chunks
+        ctx.kept = walk if keep else None
         return feat_out, T
 
     @staticmethod
     def backward(ctx, g_feat, g_T):
         means2d, conics, opacities, feats, feat_out, T = ctx.saved_tensors
         isect, tile_size, chunks = ctx.isect, ctx.tile_size, ctx.chunks
-        alpha_min, alpha_max, t_min, _ = ctx.opts
+        alpha_max = ctx.opts[1]
         dev, dt = means2d.device, means2d.dtype
-        ox, oy = _pixel_offsets(tile_size, dt, dev)
         n = means2d.shape[0]
         gm = torch.zeros(n, 2, dtype=dt, device=dev)
         gc = torch.zeros(n, 3, dtype=dt, device=dev)
@@ -299,19 +305,9 @@ class _Composite(torch.autograd.Function):
         # d T_final / d alpha_i = -T_final / (1 - alpha_i).
         total = (g_feat * feat_out).sum(-1)  # (tiles, Q): sum_k w_k G.f_k
         tail_T = g_T * T  # (tiles, Q)
-        cached = iter(ctx.cache) if ctx.cache is not None else None
-        ctx.cache = None
-        for t0, t1 in chunks:
-            if cached is not None:  # the forward pass kept the non-empty chunks' terms, in order
-                if int(isect.tile_start[t0]) == int(isect.tile_start[t1]):
-                    continue
-                geo, terms = next(cached)
-            else:
-                geo = _ChunkGeometry(isect, t0, t1, tile_size, dt, dev)
-                if geo.p1 == geo.p0:
-                    continue
-                terms = _alpha_terms(geo, means2d, conics, opacities, ox, oy, alpha_min, alpha_max, t_min)
-            dx, dy, gauss, raw, alpha, used, log1m, T_before = terms
+        walk = ctx.kept if ctx.kept is not None else _chunk_terms(isect, chunks, tile_size, means2d, conics, opacities, ctx.opts)
+        ctx.kept = None
+        for t0, t1, geo, (dx, dy, gauss, raw, alpha, used, log1m, T_before) in walk:
             G = g_feat[t0:t1][geo.lt]  # (P, Q, F)
             f = feats[geo.g]
             w = alpha * T_before
