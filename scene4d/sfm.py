@@ -789,6 +789,19 @@ def _save_regions(clip: _Clip, regions: dict, cell: int) -> Path:
 
 
 # --------------------------------------------------------------------------- failure explanation
+def _distinct_parts(best: list[int], others: list[list[int]]) -> list[list[int]]:
+    """The other models worth naming beside ``best``: largest first, each adding frames that no
+    model named before it covers. The models come from several attempts (first mapping, relaxed
+    retries, global mapper), so a later attempt's piece of an already named part is not a new part."""
+    covered = set(best)
+    named = []
+    for frames in sorted(others, key=len, reverse=True):
+        if set(frames) - covered:
+            named.append(sorted(frames))
+            covered |= set(frames)
+    return named
+
+
 def _explain(clip: _Clip, best, models: list, counts: np.ndarray, motion: dict, opts: PosesOptions,
              thr_motion: float) -> str:
     reg = _registered(clip, best) if best is not None else []
@@ -796,10 +809,9 @@ def _explain(clip: _Clip, best, models: list, counts: np.ndarray, motion: dict, 
     parts = [f"registered {len(reg)} of {clip.n} frames in one model"]
     if missing:
         parts.append(f"frames {_ranges(missing)} missing")
-    others = [m for m in models if m is not best and len(set(_registered(clip, m)) - set(reg)) > 0]
+    others = _distinct_parts(reg, [_registered(clip, m) for m in models if m is not best])
     if others:
-        segs = [_ranges(reg)] + [_ranges(_registered(clip, m)) for m in
-                                 sorted(others, key=lambda m: -len(_registered(clip, m)))[:4]]
+        segs = [_ranges(reg)] + [_ranges(o) for o in others[:4]]
         parts.append(f"the clip splits into {len(others) + 1} parts that share no features (frames "
                      + "; ".join(segs) + ")")
     msg = "; ".join(parts)
