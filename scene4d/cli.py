@@ -4,6 +4,7 @@
     scene4d reconstruct DATA --out scene/        # D-NeRF / nerfstudio capture, a video, images, COLMAP
     scene4d poses clip.mp4 --out poses/          # only the camera step of a handheld clip
     scene4d render SCENE --path orbit --frames 120 --size 640x480 --out orbit.mp4
+    scene4d presets [NAME]                       # reconstruction presets (configs/), one in full
 
 SCENE is a scene folder or a 3DGS ``.ply`` file (static splats from scene4d, graphdeco's trainer,
 nerfstudio or SuperSplat). Errors a user can fix are printed as one line naming the problem, exit
@@ -25,10 +26,11 @@ from renderers.splat_io import SplatFileError
 
 from .data import CaptureError
 from .io import SceneFolderError
+from .presets import PresetError
 from .render import UsageError
 
 USER_ERRORS = (UsageError, SplatFileError, CameraError, GaussianError, RenderError, FileNotFoundError,
-               FileExistsError, CaptureError, SceneFolderError)
+               FileExistsError, CaptureError, SceneFolderError, PresetError)
 
 
 def _at_least(flag: str, value, least: int, what: str = "") -> None:
@@ -74,8 +76,8 @@ def render(
     path: str = "orbit",
     time: str = "play",
     frames: int = 120,
-    fps: float = 30.0,
-    size: str = "640x480",
+    fps: Optional[float] = None,
+    size: Optional[str] = None,
     out: Optional[Path] = None,
     fov: float = 45.0,
     elevation: float = 20.0,
@@ -95,8 +97,9 @@ def render(
         path: orbit, spiral, dolly (dolly-zoom), train, test, or a nerfstudio camera_path.json.
         time: play (0 -> 1 over the video), freeze:T, or bullet:T (play, freeze at T, play on).
         frames: number of frames for generated paths.
-        fps: frames per second of the video.
-        size: output size WIDTHxHEIGHT.
+        fps: frames per second of the video (default: a camera path file's fps, else 30).
+        size: output size WIDTHxHEIGHT (default: a camera path file's render size, the train/test
+            cameras' own size, else 640x480). Another aspect ratio keeps the vertical field of view.
         out: output video (default: SCENE_STEM_PATH.mp4 next to the scene).
         fov: vertical field of view in degrees for generated paths.
         elevation: camera elevation above the horizon in degrees for generated paths.
@@ -111,17 +114,26 @@ def render(
     """
     from .render import make_path, parse_background, parse_size, render_video
 
-    w, h = parse_size(size)
+    wh = parse_size(size) if size is not None else None
     bg = parse_background(background)
     _at_least("--frames", frames, 1)
-    if fps <= 0:
+    if fps is not None and fps <= 0:
         raise UsageError(f"--fps must be positive, got {fps}")
     sc, train_cams, test_cams = load_scene(scene)
     try:
-        cams = make_path(path, sc, frames=frames, size=(w, h), time=time, fov_deg=fov, elevation_deg=elevation,
+        cams = make_path(path, sc, frames=frames, size=wh, time=time, fov_deg=fov, elevation_deg=elevation,
                          radius=radius, up=up, train_cameras=train_cams, test_cameras=test_cams)
     except ValueError as e:  # path/schedule validators speak to the user already
         raise UsageError(str(e)) from None
+    if fps is None:
+        fps = 30.0
+        if path.lower().endswith(".json"):
+            import json
+
+            file_fps = json.loads(Path(path).read_text()).get("fps")  # read_camera_path has checked the file
+            if isinstance(file_fps, (int, float)) and file_fps > 0:
+                fps = float(file_fps)
+    w, h = cams.width, cams.height
     if out is None:
         stem = Path(path).stem if path.lower().endswith(".json") else path
         if Path(scene).is_dir():
@@ -197,7 +209,7 @@ def reconstruct(
     data: Path,
     /,
     out: Path = Path("scene"),
-    preset: Literal["fast", "dnerf", "quality", "handheld"] = "fast",
+    preset: str = "fast",
     iters: Optional[int] = None,
     resume: bool = False,
     downscale: int = 1,
@@ -218,8 +230,9 @@ def reconstruct(
             folder of images, or a COLMAP folder; the last three get camera poses first (as scene4d
             poses, written to OUT/poses).
         out: the scene folder to write.
-        preset: fast (CPU minutes), dnerf (the D-NeRF benchmark setting), quality, or handheld
-            (the default for videos).
+        preset: a preset in configs/ — fast (CPU minutes), dnerf (the D-NeRF benchmark
+            setting), quality, handheld (the default for videos) — or a preset file (my.json; see
+            `scene4d presets NAME` to start one).
         iters: override the preset's number of steps.
         resume: continue the interrupted run in --out from its last checkpoint.
         downscale: load images downscaled by this integer factor.
@@ -252,6 +265,9 @@ def reconstruct(
     dev = _device(device)
     out = Path(out)
     video_input = _needs_poses(data)
+    if video_input and preset == "fast":
+        preset = "handheld"
+    cfg = make_preset(preset, deformation)  # a bad preset file is reported before the camera step
     if video_input:
         if not resume and ((out / "scene.json").exists() or (out / "checkpoints" / "latest.json").exists()):
             raise FileExistsError(f"{out} already holds a scene or an unfinished run; pass --resume to continue "
@@ -267,9 +283,6 @@ def reconstruct(
         data = pose_dir
         # the camera step may be all an interrupted run finished: then training starts afresh
         resume = resume and (out / "checkpoints" / "latest.json").is_file()
-        if preset == "fast":
-            preset = "handheld"
-    cfg = make_preset(preset, deformation)
     if iters is not None:
         with_iters(cfg, iters)
     if static:
@@ -348,7 +361,36 @@ def demo(out: Path = Path("scene4d_demo"), iters: Optional[int] = None, frames: 
     print(f"  test views vs ground truth: {scene_dir / 'renders' / 'test'}")
 
 
-COMMANDS = {"demo": demo, "reconstruct": reconstruct, "poses": poses, "render": render}
+def presets(name: Optional[str] = None, /) -> None:
+    """List the reconstruction presets, or print one in full: copy it, edit it, and pass the file as
+    `scene4d reconstruct DATA --preset my.json` (a file may also say {"base": "fast", "train": {...}}
+    and hold only what it changes).
+
+    Args:
+        name: a preset name or file to print in full (every value, each field kind's sizes).
+    """
+    import json
+    import textwrap
+
+    import configs
+
+    from .presets import FIELD_CLASSES, load_preset, preset_names, preset_to_json, read_preset
+
+    if name is None:
+        print(f"presets in {configs.DIR} (scene4d presets NAME prints one in full):")
+        for n in preset_names():
+            d = read_preset(n)
+            first = d.get("description", "").split(": ")[0].split(". ")[0]
+            print(f"  {n:<10} {d.get('field', 'hexplane'):<9}"
+                  + textwrap.shorten(first, 90, placeholder="..."))
+        return
+    d = read_preset(name)
+    full = preset_to_json(load_preset(name), d.get("description", ""))
+    full["fields"] = {k: preset_to_json(load_preset(name, k))["fields"][k] for k in FIELD_CLASSES}
+    print(json.dumps(full, indent=2))
+
+
+COMMANDS = {"demo": demo, "reconstruct": reconstruct, "poses": poses, "render": render, "presets": presets}
 
 
 def main(argv=None) -> int:
@@ -363,6 +405,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("scene4d: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `scene4d presets fast | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -86,12 +86,10 @@ class LPIPS:
     @staticmethod
     def load():
         try:
-            import lpips  # noqa: F401
+            import lpips
         except ImportError:
             return None, "LPIPS skipped: the 'lpips' package is not installed (pip install lpips)"
         try:
-            import lpips
-
             model = lpips.LPIPS(net="alex", verbose=False, pretrained=True)
         except Exception as e:  # weights would need a download
             return None, f"LPIPS skipped: backbone weights are not on disk ({type(e).__name__})"

@@ -1,6 +1,7 @@
 """Procedural scenes with known geometry: the embedded defaults and the tests' ground truth.
 
-``python -m scene4d.procedural assets/`` regenerates the shipped assets bit-for-bit.
+``python -m scene4d.procedural assets/`` regenerates the shipped assets (bit-for-bit with one torch
+build; another build's ``acos``/``sin`` may round a few coordinates one float32 ulp apart).
 """
 
 from __future__ import annotations
@@ -70,12 +71,42 @@ def demo_static_scene() -> Gaussians:
     return Gaussians.cat(parts)
 
 
+DEMO_FLYBY = [  # (eye, target) of each keyframe, z up: in high, down between the spheres, out low
+    ((3.2, -2.6, 2.4), (0.0, 0.0, 0.3)),
+    ((1.9, -1.2, 1.1), (0.2, -0.1, 0.35)),
+    ((0.1, -1.5, 0.45), (0.0, 0.0, 0.45)),
+    ((-1.6, -0.9, 0.6), (-0.2, 0.2, 0.35)),
+    ((-2.6, 1.9, 1.5), (0.0, 0.0, 0.3)),
+]
+
+
+def demo_camera_path(width: int = 480, height: int = 270, fps: float = 30.0, seconds: float = 4.0,
+                     fov_deg: float = 50.0) -> dict:
+    """A keyframed ``camera_path.json`` (nerfstudio viewer format, row-major OpenGL camera-to-world)
+    flying through :func:`demo_static_scene`: a sample to copy, edit and render with ``--path``."""
+    from cameras import look_at, opencv_w2c_to_opengl_c2w
+
+    keys = []
+    for eye, target in DEMO_FLYBY:
+        w2c = look_at(torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64),
+                      torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+        c2w = opencv_w2c_to_opengl_c2w(w2c)
+        keys.append({"matrix": [round(float(x), 6) for x in c2w.flatten()], "fov": fov_deg, "aspect": width / height})
+    return {"camera_type": "perspective", "render_width": width, "render_height": height, "fps": fps,
+            "seconds": seconds, "is_cycle": False, "keyframes": keys}
+
+
 def main(argv=None) -> None:
+    import json
+
     from renderers.splat_io import write_ply
 
     out = Path((argv or sys.argv[1:] or ["assets"])[0])
     path = write_ply(out / "demo_splat.ply", demo_static_scene())
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    path = out / "demo_flyby_camera_path.json"
+    path.write_text(json.dumps(demo_camera_path(), indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from .io import atomic_save_tensors, atomic_write_json, save_scene
 
 @dataclass
 class TrainConfig:
-    """A reconstruction run. Presets in :data:`PRESETS`; CLI flags override fields."""
+    """A reconstruction run. Presets (``configs/*.json``, :func:`preset`) set it; CLI flags override fields."""
 
     iters: int = 3000
     """Optimisation steps."""
@@ -100,66 +100,13 @@ FIELDS = ("hexplane", "mlp", "nodes")
 
 
 def preset(name: str, field: Optional[str] = None) -> TrainConfig:
-    """Named presets: ``fast`` (CPU minutes), ``dnerf`` (the D-NeRF benchmark setting), ``quality``,
-    ``handheld``. ``field`` (one of :data:`FIELDS`) replaces the preset's deformation field by that
-    kind, sized for the preset."""
-    if field is not None and field not in FIELDS:
-        raise ValueError(f"unknown deformation field {field!r}; choose one of {', '.join(FIELDS)}")
-    if name == "fast":
-        # monocular captures of objects that move further than their own size: the time window
-        # grows over three quarters of the run, so the motion is followed like a tracker; the first
-        # steps fix coarse structure at half resolution
-        # (the torch rasterizer's cost on the CPU goes with the Gaussian count far more than with the
-        # pixel count: at most 3500 Gaussians and 1600 steps at half size gave 29.4 dB on the demo
-        # capture in 0.51x the time of 7000 and 900, which gave 29.5)
-        cfg = TrainConfig(
-            iters=2800, warmup_iters=50, sh_degree=0, init_points=3000, time_curriculum=0.75,
-            downscales=1, resolution_schedule=1600,
-            densify=DensifyConfig(refine_start=200, refine_stop=1800, refine_every=100, reset_every=100_000,
-                                  max_gaussians=3_500, grow_grad2d=0.0002),
-            checkpoint_every=500,
-        )
-        fields = {"hexplane": HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=10, hidden=64),
-                  "nodes": MotionNodesConfig(nodes=48, time_resolution=16), "mlp": MLPConfig()}
-        default = "nodes"
-    elif name == "handheld":
-        # a phone clip after `scene4d poses`: Gaussians start on the sparse points; temporal opacity
-        # lets people and things that cross the frame come and go
-        cfg = TrainConfig(
-            iters=1600, warmup_iters=300, sh_degree=1, init_points=6000, temporal_opacity=True, init_time_scale=0.5,
-            downscales=2, resolution_schedule=500,
-            densify=DensifyConfig(refine_start=200, refine_stop=1200, refine_every=100, reset_every=100_000,
-                                  max_gaussians=15_000, grow_grad2d=0.0002),
-            checkpoint_every=500,
-        )
-        fields = {"hexplane": HexPlaneConfig(features=16, resolutions=[32, 64], time_resolution=16, hidden=64),
-                  "nodes": MotionNodesConfig(nodes=48, time_resolution=25), "mlp": MLPConfig()}
-        default = "hexplane"
-    elif name == "dnerf":
-        cfg = TrainConfig(
-            iters=14_000, warmup_iters=3000, sh_degree=3, init_points=10_000,
-            densify=DensifyConfig(refine_start=500, refine_stop=10_000, refine_every=100, reset_every=3000,
-                                  max_gaussians=200_000),
-        )
-        fields = {"hexplane": HexPlaneConfig(features=32, resolutions=[64, 128], time_resolution=25, hidden=64),
-                  "nodes": MotionNodesConfig(nodes=256, time_resolution=50), "mlp": MLPConfig()}
-        default = "hexplane"
-    elif name == "quality":
-        cfg = TrainConfig(
-            iters=30_000, warmup_iters=3000, sh_degree=3, init_points=20_000,
-            densify=DensifyConfig(refine_start=500, refine_stop=15_000, refine_every=100, reset_every=3000,
-                                  max_gaussians=1_000_000),
-        )
-        fields = {"hexplane": HexPlaneConfig(features=32, resolutions=[64, 128, 256], time_resolution=50, hidden=128),
-                  "nodes": MotionNodesConfig(nodes=512, time_resolution=50), "mlp": MLPConfig(hidden=256, depth=8)}
-        default = "hexplane"
-    else:
-        raise ValueError(f"unknown preset {name!r}; choose fast, dnerf, quality or handheld")
-    cfg.deformation = fields[field or default]
-    return cfg
+    """A named preset from ``configs/`` (``fast``: CPU minutes; ``dnerf``: the D-NeRF benchmark
+    setting; ``quality``; ``handheld``) or a preset file (``my.json``). ``field`` (one of
+    :data:`FIELDS`) replaces the preset's deformation field by that kind, sized for the preset.
+    See :mod:`scene4d.presets` for the file format."""
+    from .presets import load_preset
 
-
-PRESETS = ("fast", "dnerf", "quality", "handheld")
+    return load_preset(name, field)
 
 
 def with_iters(cfg: TrainConfig, iters: int) -> TrainConfig:

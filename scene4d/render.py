@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Protocol, Tuple, Union
 
@@ -94,12 +94,28 @@ UP = {"+z": (0.0, 0.0, 1.0), "z": (0.0, 0.0, 1.0), "-z": (0.0, 0.0, -1.0), "+y":
       "y": (0.0, 1.0, 0.0), "-y": (0.0, -1.0, 0.0), "+x": (1.0, 0.0, 0.0), "x": (1.0, 0.0, 0.0), "-x": (-1.0, 0.0, 0.0)}
 
 
+def fit_size(cams: Cameras, width: int, height: int) -> Cameras:
+    """``cams`` rendered at ``width`` x ``height``: the vertical field of view and the pixel aspect
+    stay; with another aspect ratio the view is widened or narrowed about the principal point."""
+    if (cams.width, cams.height) == (width, height):
+        return cams
+    sx, sy = width / cams.width, height / cams.height
+    if abs(sx - sy) <= 1e-6 * max(sx, sy):
+        return cams.resized(width, height)
+    K = cams.K.clone()
+    K[..., 0, 0] = cams.K[..., 0, 0] * sy
+    K[..., 1, 1] = cams.K[..., 1, 1] * sy
+    K[..., 0, 2] = cams.K[..., 0, 2] * sx
+    K[..., 1, 2] = cams.K[..., 1, 2] * sy
+    return replace(cams, K=K, width=int(width), height=int(height))
+
+
 def make_path(
     path: str,
     scene: SceneLike,
     *,
     frames: int,
-    size: Tuple[int, int],
+    size: Optional[Tuple[int, int]],
     time: str = "play",
     fov_deg: float = 45.0,
     elevation_deg: float = 20.0,
@@ -109,8 +125,13 @@ def make_path(
     train_cameras: Optional[Cameras] = None,
     test_cameras: Optional[Cameras] = None,
 ) -> Cameras:
-    """Build the cameras of a named path (orbit, spiral, dolly, train, test) or a camera_path.json."""
-    w, h = size
+    """Build the cameras of a named path (orbit, spiral, dolly, train, test) or a camera_path.json.
+
+    ``size`` (width, height): None keeps a camera path file's ``render_width/height`` and the train /
+    test cameras' own size, and is 640x480 for generated paths. Cameras given a size of another
+    aspect ratio keep their vertical field of view and square pixels (the view widens or narrows,
+    as nerfstudio renders a camera path at another size), rather than being stretched."""
+    w, h = size if size is not None else (640, 480)
     if isinstance(up, str):
         if up not in UP:
             raise UsageError(f"--up must be one of {sorted(set(UP))}, got {up!r}")
@@ -143,7 +164,8 @@ def make_path(
                              "a .ply file has none")
         from cameras import schedule_times
 
-        cams = cams.resized(w, h)
+        if size is not None:
+            cams = fit_size(cams, w, h)
         if cams.times is None or time != "play":
             cams = cams.with_times(schedule_times(time, len(cams)))
         return cams
@@ -152,8 +174,8 @@ def make_path(
         if not p.is_file():
             raise UsageError(f"--path {path}: no such camera path file")
         cams = read_camera_path(p)
-        if (cams.width, cams.height) != (w, h):
-            cams = cams.resized(w, h)
+        if size is not None:
+            cams = fit_size(cams, w, h)
         if cams.times is None or time != "play":
             from cameras import schedule_times
 

@@ -33,8 +33,6 @@ def test_render_orbit_writes_a_playable_video(tmp_path, capsys):
 
 def test_orbit_video_matches_the_renderer(tmp_path):
     """The video's first frame is the rasterizer's image of the first orbit camera (up to H.264)."""
-    import torch
-
     from renderers import rasterize
     from renderers.splat_io import load_gaussians
     from scene4d.render import StaticScene, make_path
@@ -76,3 +74,63 @@ def test_bad_scene_file(tmp_path, capsys):
 def test_console_script_is_installed():
     r = subprocess.run([sys.executable, "-m", "scene4d.cli", "render", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "camera_path.json" in r.stdout
+
+
+FLYBY = ROOT / "assets" / "demo_flyby_camera_path.json"
+
+
+def test_shipped_camera_path_is_the_documented_flyby():
+    """assets/demo_flyby_camera_path.json is what scene4d.procedural writes, and its first frame is
+    its first keyframe's camera."""
+    import json
+
+    import torch
+
+    from cameras import look_at, read_camera_path
+    from scene4d.procedural import DEMO_FLYBY, demo_camera_path
+
+    assert json.loads(FLYBY.read_text()) == json.loads(json.dumps(demo_camera_path()))
+    cams = read_camera_path(FLYBY)
+    assert len(cams) == 120 and (cams.width, cams.height) == (480, 270)
+    eye, target = DEMO_FLYBY[0]
+    want = look_at(torch.tensor(eye), torch.tensor(target), torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(cams.world_to_camera[0], want, atol=1e-5, rtol=0)
+
+
+def test_camera_path_file_sets_size_and_fps(tmp_path):
+    """Without --size / --fps a camera path renders at the file's size and frame rate; another aspect
+    ratio keeps the vertical field of view and square pixels (no stretching)."""
+    import json
+
+    import av
+    import torch
+
+    from cameras import read_camera_path
+    from renderers import rasterize
+    from renderers.splat_io import load_gaussians
+    from scene4d.render import fit_size
+
+    short = json.loads(FLYBY.read_text())
+    short.update(render_width=64, render_height=36, fps=12.0, seconds=0.5)  # 6 frames
+    f = tmp_path / "short_path.json"
+    f.write_text(json.dumps(short))
+    out = tmp_path / "short.mp4"
+    assert main(["render", str(DEMO), "--path", str(f), "--out", str(out)]) == 0
+    frames = read_video(out)
+    assert frames.shape == (6, 36, 64, 3)
+    with av.open(str(out)) as c:
+        assert float(c.streams.video[0].average_rate) == 12.0
+    ref = rasterize(load_gaussians(DEMO), read_camera_path(f)[0], background=1.0).rgb[0].numpy() * 255
+    assert np.abs(frames[0].astype(np.float32) - ref).mean() < 6.0
+
+    # a square render of the 16:9 path: same vertical view, narrower horizontally, centred
+    cams = read_camera_path(f)
+    sq = fit_size(cams, 36, 36)
+    assert torch.allclose(sq.K[:, 0, 0], sq.K[:, 1, 1]) and torch.allclose(sq.K[:, 1, 1], cams.K[:, 1, 1])
+    assert torch.allclose(sq.K[:, 0, 2], torch.full((6,), 18.0))
+    wide = rasterize(load_gaussians(DEMO), cams[0], background=1.0).rgb[0]
+    square = rasterize(load_gaussians(DEMO), sq[0], background=1.0).rgb[0]
+    torch.testing.assert_close(square, wide[:, 14:50], atol=2e-3, rtol=0)  # the middle 36 columns
+    assert main(["render", str(DEMO), "--path", str(f), "--size", "36x36", "--fps", "24",
+                 "--out", str(tmp_path / "sq.mp4")]) == 0
+    assert read_video(tmp_path / "sq.mp4").shape == (6, 36, 36, 3)

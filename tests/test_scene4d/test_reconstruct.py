@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,7 @@ from scene4d.deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig
 from scene4d.densify import DensifyConfig
 from scene4d.field import Scene4D, init_params
 from scene4d.io import SceneFolderError, load_scene
-from scene4d.reconstruct import TrainConfig, render_split, train
-from scene4d import losses
+from scene4d.reconstruct import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +111,7 @@ def test_motion_nodes_hold_after_freezes_the_motion_past_the_window():
 def test_resume_is_bit_exact(tiny_capture, tmp_path, temporal, curriculum, nodes):
     cap = load_capture(tiny_capture)
     cfg = lambda: tiny_config(temporal=temporal, curriculum=curriculum, nodes=nodes)  # noqa: E731
-    full = train(cap, tmp_path / "a", cfg(), progress=False, evaluate=False)
+    train(cap, tmp_path / "a", cfg(), progress=False, evaluate=False)
     part = train(cap, tmp_path / "b", cfg(), progress=False, stop_at=17, evaluate=False)
     assert part.steps == 17 and not (tmp_path / "b" / "scene.json").exists()
     with pytest.raises(SceneFolderError, match="--resume"):

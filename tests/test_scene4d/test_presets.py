@@ -1,0 +1,115 @@
+"""Presets: the configs/ files, user preset files (base + overrides), their errors, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import configs
+from scene4d.cli import main
+from scene4d.io import load_scene
+from scene4d.presets import PresetError, load_preset, preset_names
+from scene4d.reconstruct import config_to_json
+
+
+def test_shipped_presets():
+    assert preset_names() == ["dnerf", "fast", "handheld", "quality"]
+    assert sorted(p.name for p in configs.DIR.glob("*.json")) == [f"{n}.json" for n in preset_names()]
+    fast = load_preset("fast")
+    assert (fast.iters, fast.densify.max_gaussians, fast.deformation.kind, fast.deformation.nodes) == (2800, 3500, "nodes", 48)
+    assert load_preset("handheld").temporal_opacity and load_preset("dnerf").deformation.resolutions == [64, 128]
+    # each call is a fresh config: editing one run's config does not edit the next run's
+    fast.densify.max_gaussians = 7
+    assert load_preset("fast").densify.max_gaussians == 3500
+
+
+def test_a_user_preset_file_overrides_its_base(tmp_path):
+    f = tmp_path / "longer.json"
+    f.write_text(json.dumps({"base": "fast", "train": {"iters": 6000, "densify": {"max_gaussians": 9000}},
+                             "fields": {"nodes": {"nodes": 24}}}))
+    cfg, base = load_preset(f), load_preset("fast")
+    assert (cfg.iters, cfg.densify.max_gaussians, cfg.deformation.nodes) == (6000, 9000, 24)
+    # what the file leaves out is the base's, nested objects included
+    assert cfg.densify.refine_stop == base.densify.refine_stop and cfg.deformation.time_resolution == 16
+    assert cfg.time_curriculum == base.time_curriculum and cfg.lr_motion == base.lr_motion
+    assert load_preset(f, "hexplane").deformation.time_resolution == 10  # other fields: sized as the base does
+    # a base chain, with a relative path
+    g = tmp_path / "longer_planes.json"
+    g.write_text(json.dumps({"base": "longer.json", "field": "hexplane"}))
+    cfg = load_preset(g)
+    assert cfg.deformation.kind == "hexplane" and cfg.iters == 6000
+
+
+@pytest.mark.parametrize("content,msg", [
+    ({"train": {"itres": 5}}, "unknown key 'train.itres'; did you mean 'train.iters'?"),
+    ({"train": {"densify": {"max_gausians": 5}}}, "did you mean 'train.densify.max_gaussians'?"),
+    ({"train": {"iters": "5000"}}, "'train.iters' is \"5000\", which is not an integer"),
+    ({"train": {"temporal_opacity": 1}}, "'train.temporal_opacity' is 1, which is not true/false"),
+    ({"train": {"threads": 1.5}}, "'train.threads' is 1.5, which is not an integer or null"),
+    ({"fields": {"hexplane": {"resolutions": 64}}}, "'fields.hexplane.resolutions' is 64, which is not a list of integers"),
+    ({"fields": {"nodes": {"bounds_radius": 2.0}}}, "unknown key 'fields.nodes.bounds_radius'"),
+    ({"fields": {"splines": {}}}, "unknown key 'fields.splines'"),
+    ({"field": "splines"}, "'field' is 'splines'; choose one of hexplane, mlp, nodes"),
+    ({"bsae": "fast"}, "did you mean 'base'?"),
+    ({"base": "fsat"}, "unknown preset 'fsat' (did you mean 'fast'?)"),
+    ([1, 2], "a preset file holds one JSON object"),
+])
+def test_bad_preset_files_name_the_file_and_key(tmp_path, content, msg):
+    f = tmp_path / "mine.json"
+    f.write_text(json.dumps(content))
+    with pytest.raises(PresetError) as e:
+        load_preset(f)
+    assert msg in str(e.value), str(e.value)
+    assert str(e.value).startswith(str(f)) or "fsat" in msg
+
+
+def test_preset_file_errors_beyond_keys(tmp_path):
+    f = tmp_path / "broken.json"
+    f.write_text('{"base": "fast",\n')
+    with pytest.raises(PresetError, match=r"broken.json: not valid JSON \(line 2"):
+        load_preset(f)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text('{"base": "b.json"}')
+    b.write_text('{"base": "a.json"}')
+    with pytest.raises(PresetError, match="loops back"):
+        load_preset(a)
+    with pytest.raises(PresetError, match="no such preset file"):
+        load_preset(tmp_path / "missing.json")
+    with pytest.raises(PresetError, match="choose one of dnerf, fast, handheld, quality"):
+        load_preset("turbo")
+
+
+def test_cli_presets_prints_a_preset_that_loads_back(tmp_path, capsys):
+    assert main(["presets"]) == 0
+    listing = capsys.readouterr().out
+    for name in preset_names():
+        assert f"  {name} " in listing
+    for name in preset_names():
+        assert main(["presets", name]) == 0
+        f = tmp_path / f"{name}_copy.json"
+        f.write_text(capsys.readouterr().out)
+        for field in (None, "hexplane", "mlp", "nodes"):
+            assert config_to_json(load_preset(f, field)) == config_to_json(load_preset(name, field))
+
+
+def test_cli_reconstruct_with_a_preset_file(tmp_path, capsys):
+    from scene4d.data.synthetic import make_dnerf_capture
+
+    cap = make_dnerf_capture(tmp_path / "cap", n_train=8, n_test=2, n_val=1, size=32)
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"base": "fast", "train": {"iters": 12, "warmup_iters": 3, "init_points": 200,
+                                                          "densify": {"refine_start": 4, "refine_stop": 8}},
+                                "fields": {"nodes": {"nodes": 5, "time_resolution": 4}}}))
+    out = tmp_path / "scene"
+    assert main(["reconstruct", str(cap), "--out", str(out), "--preset", str(mine)]) == 0
+    scene, meta, _ = load_scene(out)
+    assert scene.deformation_cfg.kind == "nodes" and scene.deformation_cfg.nodes == 5
+    saved = json.loads((out / "scene.json").read_text())["provenance"]["config"]
+    assert saved["iters"] == 12 and saved["densify"]["refine_stop"] == 8 and saved["deformation"]["time_resolution"] == 4
+    # a bad file stops the run before anything is written
+    mine.write_text(json.dumps({"base": "fast", "train": {"iters": -1.5}}))
+    capsys.readouterr()
+    assert main(["reconstruct", str(cap), "--out", str(tmp_path / "s2"), "--preset", str(mine)]) == 2
+    assert "mine.json: 'train.iters' is -1.5, which is not an integer" in capsys.readouterr().err
+    assert not (tmp_path / "s2").exists()
