@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Tuple, Union
 
-import roma
 import torch
 from torch import Tensor
 
@@ -111,6 +110,8 @@ def quat_wxyz_to_rotmat(q: Tensor) -> Tensor:
     norm = q.norm(dim=-1, keepdim=True)
     if (norm.detach() < 1e-12).any():
         raise ValueError("quat_wxyz_to_rotmat: zero quaternion has no rotation")
+    import roma  # imported on use: importing roma loads torch._dynamo (~2.5 s on every CLI call)
+
     q_xyzw = roma.quat_wxyz_to_xyzw(q / norm)
     return roma.unitquat_to_rotmat(q_xyzw)
 
@@ -124,6 +125,8 @@ def rotmat_to_quat_wxyz(R: Tensor) -> Tensor:
     """
     if not isinstance(R, Tensor) or R.dim() < 2 or R.shape[-2:] != (3, 3):
         raise ValueError(f"rotmat_to_quat_wxyz: expected shape (..., 3, 3), got {tuple(torch.as_tensor(R).shape)}")
+    import roma
+
     q = roma.quat_xyzw_to_wxyz(roma.rotmat_to_unitquat(R))
     sign = torch.where(q[..., :1] < 0, -torch.ones_like(q[..., :1]), torch.ones_like(q[..., :1]))
     return q * sign

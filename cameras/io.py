@@ -58,6 +58,14 @@ def _fail(name: str, msg: str) -> _FileError:
 
 
 # --------------------------------------------------------------------------- field readers
+def _as_json(v) -> str:
+    """A value as the file spells it (null, true, "text"), for messages."""
+    try:
+        return json.dumps(v)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
 def _number(obj: dict, key: str, where: str, name: str, *, required: bool = True, default=None) -> Optional[float]:
     if key not in obj:
         if required:
@@ -65,7 +73,7 @@ def _number(obj: dict, key: str, where: str, name: str, *, required: bool = True
         return default
     v = obj[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        raise _fail(name, f"{where}{key} must be a finite number, got {v!r}")
+        raise _fail(name, f"{where}{key} must be a finite number, got {_as_json(v)}")
     return float(v)
 
 
@@ -79,7 +87,7 @@ def _numbers(obj: dict, key: str, where: str, name: str, count: int) -> List[flo
         raise _fail(name, f"{where}{key} has {len(v)} numbers, expected {count}")
     for j, x in enumerate(v):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
-            raise _fail(name, f"{where}{key}[{j}] must be a finite number, got {x!r}")
+            raise _fail(name, f"{where}{key}[{j}] must be a finite number, got {_as_json(x)}")
     return [float(x) for x in v]
 
 
@@ -152,6 +160,7 @@ def read_camera_path(
     dtype: torch.dtype = torch.float32,
     device=None,
     keyframe_layout: str = "auto",
+    fps: Optional[float] = None,
 ) -> Cameras:
     """Read a ``camera_path.json`` into Cameras (N frames, OpenCV world_to_camera).
 
@@ -160,6 +169,8 @@ def read_camera_path(
         dtype, device: of the returned tensors (parsing and conversion run in float64).
         keyframe_layout: ``"auto"``, ``"row"`` or ``"column"``: the layout of keyframe
             ``"matrix"`` entries (only used for keyframes-only files).
+        fps: for keyframes-only files, frames per second to sample the keyframes at instead of
+            the file's ``fps`` (the duration, ``seconds``, stays).
 
     Returns:
         Cameras with ``times`` when every entry has ``render_time`` (keyframes-only files always
@@ -177,7 +188,7 @@ def read_camera_path(
     except json.JSONDecodeError as e:
         raise ValueError(f"{name}: not valid JSON ({e})") from None
     try:
-        return _parse(data, name, dtype, device, keyframe_layout)
+        return _parse(data, name, dtype, device, keyframe_layout, fps)
     except _FileError:
         raise
     except ValueError as e:
@@ -185,7 +196,7 @@ def read_camera_path(
         raise ValueError(f"{name}: {e}") from None
 
 
-def _parse(data: Any, name: str, dtype, device, keyframe_layout: str) -> Cameras:
+def _parse(data: Any, name: str, dtype, device, keyframe_layout: str, fps_override: Optional[float] = None) -> Cameras:
     if not isinstance(data, dict):
         raise _fail(name, f"expected a JSON object at the top level, got {type(data).__name__}")
     camera_type = data.get("camera_type", "perspective")
@@ -205,7 +216,7 @@ def _parse(data: Any, name: str, dtype, device, keyframe_layout: str) -> Cameras
     keys = data["keyframes"]
     if not isinstance(keys, list):
         raise _fail(name, f"keyframes must be a list, got {type(keys).__name__}")
-    fps = _number(data, "fps", "", name)
+    fps = _number(data, "fps", "", name) if fps_override is None else float(fps_override)
     seconds = _number(data, "seconds", "", name)
     if fps <= 0 or seconds <= 0:
         raise _fail(name, f"fps and seconds must be positive to interpolate keyframes, got {fps} and {seconds}")

@@ -29,6 +29,8 @@ from .io import SceneFolderError
 from .presets import PresetError
 from .render import UsageError
 
+OUT_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov")  # what write_video encodes (H.264)
+
 USER_ERRORS = (UsageError, SplatFileError, CameraError, GaussianError, RenderError, FileNotFoundError,
                FileExistsError, CaptureError, SceneFolderError, PresetError)
 
@@ -89,6 +91,7 @@ def render(
     png: bool = False,
     backend: Literal["auto", "torch", "gsplat"] = "auto",
     device: str = "auto",
+    threads: Optional[int] = None,
 ) -> None:
     """Render novel views of a scene along a camera path into an mp4.
 
@@ -96,11 +99,14 @@ def render(
         scene: a scene folder (from scene4d reconstruct) or a 3DGS .ply file.
         path: orbit, spiral, dolly (dolly-zoom), train, test, or a nerfstudio camera_path.json.
         time: play (0 -> 1 over the video), freeze:T, or bullet:T (play, freeze at T, play on).
-        frames: number of frames for generated paths.
-        fps: frames per second of the video (default: a camera path file's fps, else 30).
+        frames: number of frames for generated paths (a camera path file sets its own: its
+            cameras, or its keyframes' seconds x fps).
+        fps: frames per second of the video (default: a camera path file's fps, else 30); a
+            keyframed camera path is sampled at this rate, keeping its duration.
         size: output size WIDTHxHEIGHT (default: a camera path file's render size, the train/test
             cameras' own size, else 640x480). Another aspect ratio keeps the vertical field of view.
-        out: output video (default: SCENE_STEM_PATH.mp4 next to the scene).
+        out: output video, .mp4 (default: SCENE/renders/PATH.mp4 for a scene folder,
+            SCENE_PATH.mp4 beside a .ply file).
         fov: vertical field of view in degrees for generated paths.
         elevation: camera elevation above the horizon in degrees for generated paths.
         radius: camera distance from the scene centre (default: frames the whole scene).
@@ -111,18 +117,27 @@ def render(
         png: also write every frame as PNG into a folder named after the video.
         backend: rasterizer: auto (gsplat on CUDA, else torch), torch or gsplat.
         device: auto, cpu or cuda.
+        threads: CPU threads (default: torch's, all cores); 1 when other jobs share a small machine.
     """
     from .render import make_path, parse_background, parse_size, render_video
 
     wh = parse_size(size) if size is not None else None
     bg = parse_background(background)
     _at_least("--frames", frames, 1)
+    _at_least("--threads", threads, 1)
     if fps is not None and fps <= 0:
         raise UsageError(f"--fps must be positive, got {fps}")
+    if out is not None and Path(out).suffix.lower() not in OUT_VIDEO_SUFFIXES:
+        raise UsageError(f"--out {out}: scene4d writes H.264 video; give a file ending in .mp4 "
+                         f"(or {', '.join(OUT_VIDEO_SUFFIXES[1:])}); --png also writes every frame as PNG")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     sc, train_cams, test_cams = load_scene(scene)
     try:
         cams = make_path(path, sc, frames=frames, size=wh, time=time, fov_deg=fov, elevation_deg=elevation,
-                         radius=radius, up=up, train_cameras=train_cams, test_cameras=test_cams)
+                         radius=radius, up=up, train_cameras=train_cams, test_cameras=test_cams, fps=fps)
     except ValueError as e:  # path/schedule validators speak to the user already
         raise UsageError(str(e)) from None
     if fps is None:
@@ -142,7 +157,10 @@ def render(
             out = Path(scene).parent / f"{Path(scene).stem}_{stem}.mp4"
     res = render_video(sc, cams, Path(out), fps=fps, background=bg, backend=backend, device=_device(device),
                        depth=depth, alpha=alpha, png=png)
-    print(f"wrote {res.video} ({res.n_frames} frames, {w}x{h}, {res.seconds:.1f} s)")
+    size_note = f"{w}x{h}" if w % 2 == 0 and h % 2 == 0 else \
+        f"{w + w % 2}x{h + h % 2}: {w}x{h} padded to even for H.264"
+    print(f"wrote {res.video} ({res.n_frames} frames, {size_note}, {res.n_frames / fps:.1f} s at {fps:g} fps; "
+          f"rendered in {res.seconds:.1f} s)")
     for extra in (res.depth_video, res.alpha_video, res.frames_dir):
         if extra is not None:
             print(f"wrote {extra}")
@@ -209,7 +227,7 @@ def reconstruct(
     data: Path,
     /,
     out: Path = Path("scene"),
-    preset: str = "fast",
+    preset: Optional[str] = None,
     iters: Optional[int] = None,
     resume: bool = False,
     downscale: int = 1,
@@ -230,9 +248,9 @@ def reconstruct(
             folder of images, or a COLMAP folder; the last three get camera poses first (as scene4d
             poses, written to OUT/poses).
         out: the scene folder to write.
-        preset: a preset in configs/ — fast (CPU minutes), dnerf (the D-NeRF benchmark
-            setting), quality, handheld (the default for videos) — or a preset file (my.json; see
-            `scene4d presets NAME` to start one).
+        preset: a preset in configs/ — fast (CPU minutes; the default for captures), dnerf (the
+            D-NeRF benchmark setting), quality, handheld (the default for videos and image
+            folders) — or a preset file (my.json; `scene4d presets NAME` prints one to start from).
         iters: override the preset's number of steps.
         resume: continue the interrupted run in --out from its last checkpoint.
         downscale: load images downscaled by this integer factor.
@@ -253,7 +271,7 @@ def reconstruct(
     """
     from .data import load_capture
     from .reconstruct import preset as make_preset
-    from .reconstruct import train, with_iters, without_motion
+    from .reconstruct import existing_run, train, with_iters, without_motion
     from .render import parse_background
 
     data = Path(data)
@@ -265,13 +283,12 @@ def reconstruct(
     dev = _device(device)
     out = Path(out)
     video_input = _needs_poses(data)
-    if video_input and preset == "fast":
-        preset = "handheld"
+    if preset is None:
+        preset = "handheld" if video_input else "fast"
     cfg = make_preset(preset, deformation)  # a bad preset file is reported before the camera step
     if video_input:
-        if not resume and ((out / "scene.json").exists() or (out / "checkpoints" / "latest.json").exists()):
-            raise FileExistsError(f"{out} already holds a scene or an unfinished run; pass --resume to continue "
-                                  "it, or choose another --out")
+        if not resume and existing_run(out):
+            raise FileExistsError(existing_run(out))
         pose_dir = out / "poses"
         if resume and (pose_dir / "transforms.json").is_file():
             print(f"reusing camera poses in {pose_dir}")
@@ -393,8 +410,34 @@ def presets(name: Optional[str] = None, /) -> None:
 COMMANDS = {"demo": demo, "reconstruct": reconstruct, "poses": poses, "render": render, "presets": presets}
 
 
+def _flow_args(doc: str) -> str:
+    """A docstring whose ``Args:`` descriptions are each one line: tyro keeps the source's line
+    breaks and then wraps again, which broke sentences in ``--help`` mid-line."""
+    out, in_args, indent = [], False, None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped == "Args:":
+            in_args, indent = True, None
+            out.append(line)
+            continue
+        if in_args and stripped:
+            lead = len(line) - len(line.lstrip())
+            if indent is None:
+                indent = lead
+            if lead > indent and out:
+                out[-1] = out[-1].rstrip() + " " + stripped
+                continue
+            if lead < indent:
+                in_args = False
+        out.append(line)
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    for fn in COMMANDS.values():
+        if fn.__doc__ and "Args:" in fn.__doc__:
+            fn.__doc__ = _flow_args(fn.__doc__)
     try:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="scene4d",
                                              description="scene4d: build 4D Gaussian scenes and render video from them.")

@@ -23,7 +23,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Tuple
 
-import roma
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -213,6 +212,8 @@ class MotionNodesField(nn.Module):
         quaternions and (K, 3) translations. Between knots the pose follows the screw motion from
         one knot's pose to the next (SE(3) geodesic), which does not depend on the pivot: nodes
         that carry one rigid body agree at every instant, not only at the knots."""
+        import roma  # on use: importing roma loads torch._dynamo (~2.5 s), which most commands never need
+
         n = self.cfg.time_resolution
         c = self.centers
         q_all = roma.rotvec_to_unitquat(self.rotvecs)  # (K, T, 4)
@@ -247,6 +248,8 @@ class MotionNodesField(nn.Module):
 
     def warp(self, means: Tensor, quats: Tensor, t: float) -> Tuple[Tensor, Tensor]:
         """Canonical (N, 3) means and (N, 4) wxyz quats -> their values at time t."""
+        import roma
+
         q_xyzw, p = self._poses(t)
         R = roma.unitquat_to_rotmat(q_xyzw)  # (K, 3, 3)
         w = self.weights(means)  # (N, K)

@@ -12,7 +12,8 @@ file holds::
     }
 
 Every key is optional; what a file leaves out comes from its ``base`` (or the built-in defaults),
-so ``{"base": "fast", "train": {"iters": 6000}}`` is a complete preset. Unknown keys and values of
+so ``{"base": "fast", "train": {"iters": 6000}}`` is a complete preset. A finished scene's
+``scene.json`` is a preset too (the settings that run used), and so may be a base. Unknown keys and values of
 the wrong type are errors that name the file and the key: a typo must not silently fall back to a
 default and cost an hour-long run.
 """
@@ -25,7 +26,7 @@ import typing
 from dataclasses import fields as dc_fields
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import configs
 
@@ -47,43 +48,54 @@ def preset_names() -> list[str]:
     return configs.names()
 
 
-def preset_path(name_or_path: Union[str, Path]) -> Path:
-    """The file behind a preset name (``fast``) or a path (``my.json``)."""
+def preset_path(name_or_path: Union[str, Path], named_in: Optional[Path] = None) -> Path:
+    """The file behind a preset name (``fast``) or a path (``my.json``). ``named_in``: the preset
+    file whose ``base`` this is (for the error message)."""
     s = str(name_or_path)
     p = Path(s)
+    by = f"{named_in}: 'base' names " if named_in is not None else ""
     if s.endswith(".json") or p.is_file() or "/" in s:
         if not p.is_file():
-            raise PresetError(f"{p}: no such preset file (named presets: {', '.join(preset_names())})")
+            hint = f" (did you mean the named preset {p.stem!r}?)" if p.stem in preset_names() else ""
+            raise PresetError(f"{by}{p}: no such preset file{hint}; named presets: {', '.join(preset_names())}")
         return p
     if s not in preset_names():
-        near = difflib.get_close_matches(s, preset_names(), n=1)
-        raise PresetError(f"unknown preset {s!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
-                          + f"; choose one of {', '.join(preset_names())}, or give a preset file (.json)"
-                          f" — copy one of {configs.DIR} and edit it")
+        if Path(s + ".json").is_file():
+            hint = f" (did you mean the file {s}.json?)"
+        else:
+            near = difflib.get_close_matches(s, preset_names(), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise PresetError(f"{by}unknown preset {s!r}{hint}; choose one of {', '.join(preset_names())}, or give a "
+                          f"preset file (.json): `scene4d presets NAME > my.json` prints one to edit")
     return configs.DIR / f"{s}.json"
 
 
-def read_preset(name_or_path: Union[str, Path], _seen: tuple = ()) -> dict:
-    """The preset as one dict, its ``base`` chain merged in (the file's own keys win)."""
-    path = preset_path(name_or_path)
+def read_preset(name_or_path: Union[str, Path], _seen: tuple = (), _named_in: Optional[Path] = None) -> dict:
+    """The preset as one dict, its ``base`` chain merged in (the file's own keys win). Each file's
+    keys and value types are checked as it is read, so an error names the file that holds it."""
+    path = preset_path(name_or_path, _named_in)
     where = str(path)
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(), object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as e:
         raise PresetError(f"{where}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except _Duplicate as e:
+        raise PresetError(f"{where}: key {e.args[0]!r} appears twice in one object; keep one") from None
     if not isinstance(d, dict):
         raise PresetError(f"{where}: a preset file holds one JSON object, got {type(d).__name__}")
-    _check_keys(d, _PRESET_KEYS, where, "")
+    if isinstance(d.get("provenance"), dict) and isinstance(d["provenance"].get("config"), dict):
+        d = _from_run_config(d["provenance"]["config"], where)  # a scene.json: run again with its settings
+    _check_file(d, where)
     if "base" in d:
         base = d["base"]
         if not isinstance(base, str):
-            raise PresetError(f"{where}: 'base' is the name or path of another preset, got {base!r}")
+            raise PresetError(f"{where}: 'base' is the name or path of another preset, got {json.dumps(base)}")
         if Path(base).suffix == ".json" and not Path(base).is_absolute():
             base = str(path.parent / base)  # relative to the file that names it
-        key = str(preset_path(base).resolve())
-        if key in _seen:
+        key = str(preset_path(base, path).resolve())
+        if key in _seen or key == str(path.resolve()):
             raise PresetError(f"{where}: 'base' chain loops back to {base}")
-        merged = read_preset(base, _seen + (str(path.resolve()),))
+        merged = read_preset(base, _seen + (str(path.resolve()),), path)
         d = _merge(merged, {k: v for k, v in d.items() if k != "base"})
     return d
 
@@ -91,43 +103,22 @@ def read_preset(name_or_path: Union[str, Path], _seen: tuple = ()) -> dict:
 def load_preset(name_or_path: Union[str, Path], field: Optional[str] = None):
     """A :class:`~scene4d.reconstruct.TrainConfig` from a preset name or file. ``field`` (one of
     :data:`FIELD_CLASSES`) replaces the preset's deformation field by that kind, sized as the
-    preset sizes it."""
+    preset sizes it. Values out of range (``iters: 0``, a negative learning rate, ``sh_degree: 7``)
+    are errors naming the file and key."""
     from .densify import DensifyConfig
     from .reconstruct import TrainConfig
 
     if field is not None and field not in FIELD_CLASSES:
         raise PresetError(f"unknown deformation field {field!r}; choose one of {', '.join(FIELD_CLASSES)}")
     path = preset_path(name_or_path)
-    where = str(path)
     d = read_preset(path)
-    train = d.get("train", {})
-    if not isinstance(train, dict):
-        raise PresetError(f"{where}: 'train' must be an object of TrainConfig values")
-    train = dict(train)
-    allowed = [f.name for f in dc_fields(TrainConfig) if f.name != "deformation"]
-    _check_keys(train, allowed, where, "train.")
+    where = str(path) + (" (with the presets it builds on)" if "base" in json.loads(path.read_text()) else "")
+    train = dict(d.get("train", {}))
     densify = train.pop("densify", {})
-    if not isinstance(densify, dict):
-        raise PresetError(f"{where}: 'train.densify' must be an object of DensifyConfig values")
-    _check_keys(densify, [f.name for f in dc_fields(DensifyConfig)], where, "train.densify.")
-    _check_types(TrainConfig, train, where, "train.")
-    _check_types(DensifyConfig, densify, where, "train.densify.")
     cfg = TrainConfig(**train, densify=DensifyConfig(**densify))
-
     kind = field or d.get("field", "hexplane")
-    if kind not in FIELD_CLASSES:
-        raise PresetError(f"{where}: 'field' is {kind!r}; choose one of {', '.join(FIELD_CLASSES)}")
-    sizes = d.get("fields", {})
-    if not isinstance(sizes, dict):
-        raise PresetError(f"{where}: 'fields' maps a field kind to its sizes, e.g. {{\"nodes\": {{\"nodes\": 48}}}}")
-    _check_keys(sizes, list(FIELD_CLASSES), where, "fields.")
-    for k, v in sizes.items():  # every kind the file sizes, not only the one this run uses
-        if not isinstance(v, dict):
-            raise PresetError(f"{where}: 'fields.{k}' must be an object of {FIELD_CLASSES[k].__name__} values")
-        cls = FIELD_CLASSES[k]
-        _check_keys(v, [f.name for f in dc_fields(cls) if f.name not in _SCENE_SIZED], where, f"fields.{k}.")
-        _check_types(cls, v, where, f"fields.{k}.")
-    cfg.deformation = FIELD_CLASSES[kind](**sizes.get(kind, {}))
+    cfg.deformation = FIELD_CLASSES[kind](**d.get("fields", {}).get(kind, {}))
+    _check_ranges(cfg, kind, where)
     return cfg
 
 
@@ -147,7 +138,33 @@ def preset_to_json(cfg, description: str = "") -> dict:
     return out
 
 
+def _from_run_config(cfg: dict, where: str) -> dict:
+    """The settings a finished run recorded (``scene.json``'s ``provenance.config``) as a preset."""
+    train = {k: v for k, v in cfg.items() if k != "deformation"}
+    deform = cfg.get("deformation")
+    if deform is None:
+        raise PresetError(f"{where}: that run was static (no deformation field); run again with a preset "
+                          "and --static")
+    kind = deform.get("kind")
+    sizes = {k: v for k, v in deform.items() if k not in _SCENE_SIZED}
+    return {"description": f"the settings of the run in {Path(where).parent}", "field": kind,
+            "fields": {kind: sizes}, "train": train}
+
+
 # ----------------------------------------------------------------------------- checks
+class _Duplicate(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for k, v in pairs:
+        if k in seen:
+            raise _Duplicate(k)
+        seen[k] = v
+    return seen
+
+
 def _merge(a: dict, b: dict) -> dict:
     out = dict(a)
     for k, v in b.items():
@@ -155,12 +172,104 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def _check_keys(d: dict, allowed, where: str, prefix: str) -> None:
+def _layout() -> Dict[str, list]:
+    """Every place a key may stand in a preset file, by its dotted prefix."""
+    from .densify import DensifyConfig
+    from .reconstruct import TrainConfig
+
+    out = {"": list(_PRESET_KEYS), "train.": [f.name for f in dc_fields(TrainConfig) if f.name != "deformation"],
+           "train.densify.": [f.name for f in dc_fields(DensifyConfig)], "fields.": list(FIELD_CLASSES)}
+    for kind, cls in FIELD_CLASSES.items():
+        out[f"fields.{kind}."] = [f.name for f in dc_fields(cls) if f.name not in _SCENE_SIZED]
+    return out
+
+
+def _check_file(d: dict, where: str) -> None:
+    """One preset file's keys (each where it belongs) and value types."""
+    from .densify import DensifyConfig
+    from .reconstruct import TrainConfig
+
+    layout = _layout()
+    _check_keys(d, layout, where, "")
+    if "field" in d and d["field"] not in FIELD_CLASSES:
+        raise PresetError(f"{where}: 'field' is {json.dumps(d['field'])}; choose one of {', '.join(FIELD_CLASSES)}")
+    if "description" in d and not isinstance(d["description"], str):
+        raise PresetError(f"{where}: 'description' is a line of text")
+    train = d.get("train", {})
+    if not isinstance(train, dict):
+        raise PresetError(f"{where}: 'train' must be an object of training values, e.g. {{\"iters\": 6000}}")
+    _check_keys(train, layout, where, "train.")
+    densify = train.get("densify", {})
+    if not isinstance(densify, dict):
+        raise PresetError(f"{where}: 'train.densify' must be an object, e.g. {{\"max_gaussians\": 20000}}")
+    _check_keys(densify, layout, where, "train.densify.")
+    _check_types(TrainConfig, {k: v for k, v in train.items() if k != "densify"}, where, "train.")
+    _check_types(DensifyConfig, densify, where, "train.densify.")
+    sizes = d.get("fields", {})
+    if not isinstance(sizes, dict):
+        raise PresetError(f"{where}: 'fields' maps a field kind to its sizes, e.g. {{\"nodes\": {{\"nodes\": 48}}}}")
+    _check_keys(sizes, layout, where, "fields.")
+    for k, v in sizes.items():  # every kind the file sizes, not only the one a run uses
+        if not isinstance(v, dict):
+            raise PresetError(f"{where}: 'fields.{k}' must be an object of {FIELD_CLASSES[k].__name__} values")
+        _check_keys(v, layout, where, f"fields.{k}.")
+        _check_types(FIELD_CLASSES[k], v, where, f"fields.{k}.")
+
+
+def _check_keys(d: dict, layout: Dict[str, list], where: str, prefix: str) -> None:
+    allowed = layout[prefix]
     for k in d:
-        if k not in allowed:
-            near = difflib.get_close_matches(k, list(allowed), n=1)
-            raise PresetError(f"{where}: unknown key '{prefix}{k}'" + (f"; did you mean '{prefix}{near[0]}'?" if near
-                                                                           else f"; known: {', '.join(allowed)}"))
+        if k in allowed:
+            continue
+        # a known key at another level ("iters" at the top instead of under "train")
+        homes = [p + k for p, keys in layout.items() if k in keys and p != prefix]
+        homes += [p[:-1] for p in layout if p.endswith("." + k + ".") and p[:-1] != prefix + k]
+        if homes:
+            hint = f"; it belongs under {' or '.join(repr(h) for h in sorted(set(homes)))}"
+        else:
+            near = difflib.get_close_matches(k, allowed, n=1)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; known here: {', '.join(allowed)}"
+        raise PresetError(f"{where}: unknown key '{prefix}{k}'{hint}")
+
+
+_AT_LEAST = {  # dotted key -> least value (ints and floats); fractions below
+    "train.iters": 1, "train.warmup_iters": 0, "train.sh_degree": 0, "train.sh_interval": 1,
+    "train.init_points": 1, "train.init_time_scale": 1e-6, "train.downscales": 0,
+    "train.resolution_schedule": 1, "train.checkpoint_every": 1, "train.seed": 0, "train.threads": 1,
+    "train.plane_tv_weight": 0, "train.time_smoothness_weight": 0,
+    "train.densify.grow_grad2d": 0, "train.densify.grow_scale3d": 0, "train.densify.prune_scale3d": 0,
+    "train.densify.refine_start": 0, "train.densify.refine_stop": 0, "train.densify.refine_every": 1,
+    "train.densify.reset_every": 1, "train.densify.max_gaussians": 1,
+    "fields.hexplane.features": 1, "fields.hexplane.time_resolution": 2, "fields.hexplane.hidden": 1,
+    "fields.mlp.pos_freqs": 0, "fields.mlp.time_freqs": 0, "fields.mlp.hidden": 1, "fields.mlp.depth": 1,
+    "fields.nodes.nodes": 1, "fields.nodes.time_resolution": 1,
+}
+_BETWEEN = {"train.sh_degree": (0, 3), "train.init_opacity": (1e-6, 1 - 1e-6), "train.lambda_dssim": (0, 1),
+            "train.time_curriculum": (0, 1), "train.time_window_start": (1e-6, 1),
+            "train.densify.prune_opacity": (0, 1)}
+
+
+def _check_ranges(cfg, kind: str, where: str) -> None:
+    from dataclasses import asdict
+
+    flat = {f"train.{k}": v for k, v in asdict(cfg).items() if k not in ("densify", "deformation")}
+    flat.update({f"train.densify.{k}": v for k, v in asdict(cfg.densify).items()})
+    flat.update({f"fields.{kind}.{k}": v for k, v in asdict(cfg.deformation).items() if k not in _SCENE_SIZED})
+    for key, v in flat.items():
+        if v is None or isinstance(v, (bool, str)):
+            continue
+        if isinstance(v, (list, tuple)):
+            if key == "fields.hexplane.resolutions" and (not v or min(v) < 2):
+                raise PresetError(f"{where}: '{key}' is {json.dumps(list(v))}; give one or more grid sizes of "
+                                  "at least 2, e.g. [32, 64]")
+            continue
+        least = 0 if key.startswith("train.lr_") else _AT_LEAST.get(key)
+        if key in _BETWEEN:
+            lo, hi = _BETWEEN[key]
+            if not lo <= v <= hi:
+                raise PresetError(f"{where}: '{key}' is {v}; it must be between {lo:g} and {hi:g}")
+        elif least is not None and v < least:
+            raise PresetError(f"{where}: '{key}' is {v}; it must be at least {least:g}")
 
 
 def _check_types(cls, d: dict, where: str, prefix: str) -> None:

@@ -332,7 +332,10 @@ def train(
 
     ck = out / "checkpoints"
     if resume:
-        if not (ck / "latest.json").is_file():
+        if (out / "scene.json").is_file() or not (ck / "latest.json").is_file():
+            if (out / "scene.json").is_file():
+                raise FileNotFoundError(f"{out}: nothing to resume, the run there finished (scene.json is written); "
+                                        "render it, or choose another --out (or delete the folder) to run again")
             raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/latest.json); start without --resume")
         meta = json.loads((ck / "latest.json").read_text())
         tensors = load_file(str(ck / "latest.safetensors"))
@@ -360,10 +363,8 @@ def train(
         if device.type == "cuda" and "rng.cuda" in rng:
             torch.cuda.set_rng_state(rng["rng.cuda"], device)
         start = int(meta["step"])
-    elif (out / "scene.json").exists() or (ck / "latest.json").exists():
-        raise FileExistsError(
-            f"{out} already holds a scene or an unfinished run; pass --resume to continue it, or choose another --out"
-        )
+    elif existing_run(out):
+        raise FileExistsError(existing_run(out))
 
     out.mkdir(parents=True, exist_ok=True)
     total = cfg.iters
@@ -458,7 +459,29 @@ def train(
     save_scene(out, scene, train_cameras=cams, test_cameras=capture.test.cameras, background=capture.background,
                provenance={"source": str(capture.source), "format": capture.format, "config": config_to_json(cfg),
                            **(provenance or {})})
+    # the scene is complete (scene.json is written last): a checkpoint left behind would let a later
+    # --resume go back to an earlier step and overwrite the finished scene
+    for name in ("latest.json", "latest.safetensors"):
+        (out / "checkpoints" / name).unlink(missing_ok=True)
     return RunResult(scene, step, seconds, metrics)
+
+
+def existing_run(out: Path) -> Optional[str]:
+    """Why ``out`` cannot take a new run (None: it can): an unfinished run (continue it with
+    --resume) or a finished scene (never overwritten silently)."""
+    out = Path(out)
+    latest = out / "checkpoints" / "latest.json"
+    if (out / "scene.json").is_file():
+        return (f"{out} already holds a finished scene; choose another --out, or delete the folder to run "
+                "again (render it with: scene4d render " + str(out) + ")")
+    if latest.is_file():
+        try:
+            step = f" at step {int(json.loads(latest.read_text())['step'])}"
+        except (ValueError, KeyError, TypeError):
+            step = ""
+        return (f"{out} holds an unfinished run (stopped{step}); pass --resume to continue it, or choose another "
+                "--out")
+    return None
 
 
 def curriculum_steps(cfg: TrainConfig) -> int:

@@ -68,8 +68,10 @@ def robust_bounds(g: Gaussians) -> Tuple[torch.Tensor, float]:
 
 def parse_size(spec: str) -> Tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", spec or "")
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+    if not m:
         raise UsageError(f"--size must look like WIDTHxHEIGHT (e.g. 640x480), got {spec!r}")
+    if int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise UsageError(f"--size needs a width and a height of at least 1 pixel, got {spec!r}")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -124,13 +126,15 @@ def make_path(
     center: Optional[Tuple[float, float, float]] = None,
     train_cameras: Optional[Cameras] = None,
     test_cameras: Optional[Cameras] = None,
+    fps: Optional[float] = None,
 ) -> Cameras:
     """Build the cameras of a named path (orbit, spiral, dolly, train, test) or a camera_path.json.
 
     ``size`` (width, height): None keeps a camera path file's ``render_width/height`` and the train /
     test cameras' own size, and is 640x480 for generated paths. Cameras given a size of another
     aspect ratio keep their vertical field of view and square pixels (the view widens or narrows,
-    as nerfstudio renders a camera path at another size), rather than being stretched."""
+    as nerfstudio renders a camera path at another size), rather than being stretched. ``fps``
+    resamples a keyframed camera path file at that rate, keeping its duration."""
     w, h = size if size is not None else (640, 480)
     if isinstance(up, str):
         if up not in UP:
@@ -173,7 +177,7 @@ def make_path(
     if p.suffix.lower() == ".json":
         if not p.is_file():
             raise UsageError(f"--path {path}: no such camera path file")
-        cams = read_camera_path(p)
+        cams = read_camera_path(p, fps=fps)
         if size is not None:
             cams = fit_size(cams, w, h)
         if cams.times is None or time != "play":

@@ -160,7 +160,7 @@ def test_one_keyframe_names_the_file(tmp_path):
         (lambda d: d["camera_path"][1].update(camera_to_world=[0.0] * 12),
          r"camera_path\[1\]\.camera_to_world has 12 numbers, expected 16"),
         (lambda d: d["camera_path"][0].pop("fov"), r"camera_path\[0\]\.fov is missing"),
-        (lambda d: d["camera_path"][1].update(fov="wide"), r"camera_path\[1\]\.fov must be a finite number, got 'wide'"),
+        (lambda d: d["camera_path"][1].update(fov="wide"), r'camera_path\[1\]\.fov must be a finite number, got "wide"'),
         (lambda d: d["camera_path"][1].update(fov=0), r"camera_path\[1\]\.fov must be a vertical field of view"),
         (lambda d: d["camera_path"][0]["camera_to_world"].__setitem__(0, 2.0),
          r"camera_path\[0\]\.camera_to_world is not a rigid camera-to-world"),

@@ -54,6 +54,9 @@ def test_orbit_video_matches_the_renderer(tmp_path):
         (["--path", "zigzag"], "--path must be orbit, spiral"),
         (["--path", "nope.json"], "no such camera path file"),
         (["--background", "purple"], "--background must be"),
+        (["--size", "0x90"], "--size needs a width and a height of at least 1 pixel"),
+        (["--out", "x.gif"], "--out x.gif: scene4d writes H.264 video; give a file ending in .mp4"),
+        (["--threads", "0"], "--threads must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, msg):
@@ -133,4 +136,27 @@ def test_camera_path_file_sets_size_and_fps(tmp_path):
     torch.testing.assert_close(square, wide[:, 14:50], atol=2e-3, rtol=0)  # the middle 36 columns
     assert main(["render", str(DEMO), "--path", str(f), "--size", "36x36", "--fps", "24",
                  "--out", str(tmp_path / "sq.mp4")]) == 0
-    assert read_video(tmp_path / "sq.mp4").shape == (6, 36, 36, 3)
+    # a keyframed path at another frame rate keeps its duration (0.5 s: 12 frames at 24 fps)
+    assert read_video(tmp_path / "sq.mp4").shape == (12, 36, 36, 3)
+
+
+def test_odd_sizes_are_padded_and_said_so(tmp_path, capsys):
+    out = tmp_path / "odd.mp4"
+    assert main(["render", str(DEMO), "--frames", "3", "--fps", "12", "--size", "33x21", "--out", str(out),
+                 "--threads", "1"]) == 0
+    assert read_video(out).shape == (3, 22, 34, 3)
+    said = capsys.readouterr().out
+    assert "3 frames, 34x22: 33x21 padded to even for H.264, 0.2 s at 12 fps; rendered in" in said, said
+
+
+def test_help_is_quick_and_flows():
+    """The CLI does not import roma (it loads torch._dynamo, ~2.5 s) before a command needs it, and
+    each option's help is one paragraph (tyro kept the docstring's line breaks)."""
+    import subprocess
+
+    code = "import sys, scene4d.cli; sys.exit('roma' in sys.modules or 'torch._dynamo' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    from scene4d.cli import _flow_args
+
+    doc = "Do it.\n\n    Args:\n        out: the folder\n            to write.\n        n: steps.\n\n    Returns nothing.\n"
+    assert _flow_args(doc) == "Do it.\n\n    Args:\n        out: the folder to write.\n        n: steps.\n\n    Returns nothing."

@@ -41,7 +41,7 @@ def test_reconstruct_a_video_end_to_end(clip, tmp_path, capsys):
     assert meta["entities"][0]["temporal_opacity"] is True
     # a second run into the same folder is refused, not silently overwritten
     assert main(["reconstruct", str(video), "--out", str(out), "--iters", "10"]) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "already holds a finished scene; choose another --out" in capsys.readouterr().err
     # and the scene renders along its own training path
     assert main(["render", str(out), "--path", "train", "--size", "80x60", "--out", str(tmp_path / "t.mp4")]) == 0
 

@@ -50,7 +50,21 @@ def test_a_user_preset_file_overrides_its_base(tmp_path):
     ({"fields": {"hexplane": {"resolutions": 64}}}, "'fields.hexplane.resolutions' is 64, which is not a list of integers"),
     ({"fields": {"nodes": {"bounds_radius": 2.0}}}, "unknown key 'fields.nodes.bounds_radius'"),
     ({"fields": {"splines": {}}}, "unknown key 'fields.splines'"),
-    ({"field": "splines"}, "'field' is 'splines'; choose one of hexplane, mlp, nodes"),
+    ({"field": "splines"}, "'field' is \"splines\"; choose one of hexplane, mlp, nodes"),
+    # values out of range, caught before a run starts (not as a traceback from deep inside it)
+    ({"base": "fast", "train": {"iters": -5}}, "'train.iters' is -5; it must be at least 1"),
+    ({"base": "fast", "train": {"iters": 0}}, "'train.iters' is 0; it must be at least 1"),
+    ({"base": "fast", "train": {"sh_degree": 7}}, "'train.sh_degree' is 7; it must be between 0 and 3"),
+    ({"base": "fast", "train": {"lr_means": -1}}, "'train.lr_means' is -1; it must be at least 0"),
+    ({"base": "fast", "fields": {"nodes": {"nodes": 0}}}, "'fields.nodes.nodes' is 0; it must be at least 1"),
+    ({"base": "dnerf", "fields": {"hexplane": {"resolutions": [1]}}}, "grid sizes of at least 2"),
+    ({"base": "fast", "train": {"time_curriculum": 1.5}}, "'train.time_curriculum' is 1.5; it must be between 0 and 1"),
+    # a known key at the wrong level says where it belongs
+    ({"base": "fast", "iters": 200}, "unknown key 'iters'; it belongs under 'train.iters'"),
+    ({"densify": {"max_gaussians": 5}}, "unknown key 'densify'; it belongs under 'train.densify'"),
+    ({"train": {"max_gaussians": 5}}, "unknown key 'train.max_gaussians'; it belongs under 'train.densify.max_gaussians'"),
+    ({"train": {"densify": {"iters": 5}}}, "it belongs under 'train.iters'"),
+    ({"fields": {"nodes": {"iters": 5}}}, "it belongs under 'train.iters'"),
     ({"bsae": "fast"}, "did you mean 'base'?"),
     ({"base": "fsat"}, "unknown preset 'fsat' (did you mean 'fast'?)"),
     ([1, 2], "a preset file holds one JSON object"),
@@ -62,6 +76,26 @@ def test_bad_preset_files_name_the_file_and_key(tmp_path, content, msg):
         load_preset(f)
     assert msg in str(e.value), str(e.value)
     assert str(e.value).startswith(str(f)) or "fsat" in msg
+
+
+def test_errors_in_a_base_name_the_base_file(tmp_path, monkeypatch):
+    (tmp_path / "typo.json").write_text('{"base": "fast", "train": {"itres": 5}}')
+    (tmp_path / "mine.json").write_text('{"base": "typo.json", "train": {"iters": 50}}')
+    with pytest.raises(PresetError) as e:
+        load_preset(tmp_path / "mine.json")
+    assert str(e.value).startswith(f"{tmp_path / 'typo.json'}: unknown key 'train.itres'"), str(e.value)
+    (tmp_path / "mine.json").write_text('{"base": "fast.json"}')
+    with pytest.raises(PresetError) as e:
+        load_preset(tmp_path / "mine.json")
+    assert f"{tmp_path / 'mine.json'}: 'base' names " in str(e.value)
+    assert "no such preset file (did you mean the named preset 'fast'?)" in str(e.value)
+    # a name that is a file in the current folder without its .json
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PresetError, match=r"unknown preset 'typo' \(did you mean the file typo.json\?\)"):
+        load_preset("typo")
+    (tmp_path / "dup.json").write_text('{"train": {"iters": 5, "iters": 6}}')
+    with pytest.raises(PresetError, match="dup.json: key 'iters' appears twice"):
+        load_preset("dup.json")
 
 
 def test_preset_file_errors_beyond_keys(tmp_path):
@@ -113,3 +147,10 @@ def test_cli_reconstruct_with_a_preset_file(tmp_path, capsys):
     assert main(["reconstruct", str(cap), "--out", str(tmp_path / "s2"), "--preset", str(mine)]) == 2
     assert "mine.json: 'train.iters' is -1.5, which is not an integer" in capsys.readouterr().err
     assert not (tmp_path / "s2").exists()
+    # a finished scene's settings run again, as they are or as a base
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps({"base": str(out / "scene.json"), "train": {"iters": 9}}))
+    cfg = load_preset(again)
+    assert (cfg.iters, cfg.densify.refine_stop, cfg.deformation.nodes) == (9, 8, 5)
+    assert config_to_json(load_preset(out / "scene.json")) == {**saved, "deformation": {
+        **saved["deformation"], "bounds_radius": 1.5, "bounds_center": (0.0, 0.0, 0.0)}}

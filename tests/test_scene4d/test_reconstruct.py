@@ -178,8 +178,14 @@ def test_temporal_opacity_scene_round_trips(tmp_path):
 def test_existing_output_needs_resume(tiny_capture, tmp_path):
     cap = load_capture(tiny_capture)
     train(cap, tmp_path / "s", tiny_config(iters=12), progress=False, stop_at=6, evaluate=False)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match=r"holds an unfinished run \(stopped at step 6\); pass --resume"):
         train(cap, tmp_path / "s", tiny_config(iters=12), progress=False)
+    train(cap, tmp_path / "s", tiny_config(iters=12), progress=False, resume=True, evaluate=False)
+    # a finished scene is neither overwritten nor "resumed"; the messages say what to do instead
+    with pytest.raises(FileExistsError, match="already holds a finished scene; choose another --out"):
+        train(cap, tmp_path / "s", tiny_config(iters=12), progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume, the run there finished"):
+        train(cap, tmp_path / "s", tiny_config(iters=12), progress=False, resume=True)
 
 
 def test_scene_folder_errors(tmp_path):
