@@ -62,7 +62,7 @@ def main():
     ap.add_argument("--orbiter-turns", type=float, default=0.0,
                     help="procedural capture: the orbiting ball's spin over the clip, in turns (the demo's: 0)")
     ap.add_argument("--downscale", type=int, default=1)
-    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--preset", default="fast", help="a preset in configs/ or a preset file (.json)")
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--field", choices=FIELDS, default=None, help="deformation field (default: the preset's)")
     ap.add_argument("--compare-static", action="store_true")

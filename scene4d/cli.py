@@ -234,7 +234,7 @@ def reconstruct(
     background: Optional[str] = None,
     static: bool = False,
     deformation: Optional[Literal["hexplane", "mlp", "nodes"]] = None,
-    seed: int = 0,
+    seed: Optional[int] = None,
     max_frames: int = 80,
     size: int = 320,
     masks: Optional[Path] = None,
@@ -249,8 +249,9 @@ def reconstruct(
             poses, written to OUT/poses).
         out: the scene folder to write.
         preset: a preset in configs/ — fast (CPU minutes; the default for captures), dnerf (the
-            D-NeRF benchmark setting), quality, handheld (the default for videos and image
-            folders) — or a preset file (my.json; `scene4d presets NAME` prints one to start from).
+            D-NeRF benchmark setting), quality, handheld (the default for videos, image folders
+            and COLMAP folders) — or a preset file (my.json; `scene4d presets NAME` prints one
+            to start from).
         iters: override the preset's number of steps.
         resume: continue the interrupted run in --out from its last checkpoint.
         downscale: load images downscaled by this integer factor.
@@ -259,7 +260,7 @@ def reconstruct(
         deformation: the deformation field (default: the preset's): nodes (rigid motion nodes,
             fast's: things that move rigidly stay sharp), hexplane (space-time planes, the other
             presets': free-form motion) or mlp (positional-encoding MLP).
-        seed: random seed (view order, initial points).
+        seed: random seed (view order, initial points, the camera step; default: the preset's, 0).
         max_frames: for a video / image folder: frames to keep.
         size: for a video / image folder: working size (long side, pixels).
         masks: for a video / image folder: per-frame masks of moving things (zero = ignore in poses).
@@ -271,10 +272,10 @@ def reconstruct(
     """
     from .data import load_capture
     from .reconstruct import preset as make_preset
-    from .reconstruct import existing_run, train, with_iters, without_motion
+    from .reconstruct import checkpoint_source, existing_run, train, with_iters, without_motion
     from .render import parse_background
 
-    data = Path(data)
+    data = given = Path(data)
     if not data.exists():
         raise UsageError(f"{data}: no such capture folder, video or image folder")
     # flags first: a typo should not cost the minutes of the camera step before it is reported
@@ -290,13 +291,18 @@ def reconstruct(
         if not resume and existing_run(out):
             raise FileExistsError(existing_run(out))
         pose_dir = out / "poses"
+        ck_source = checkpoint_source(out) if resume else None
+        if ck_source is not None and Path(ck_source).resolve() != pose_dir.resolve():
+            raise UsageError(f"{out}: the unfinished run there was fitting {ck_source}, not the video {data}; "
+                             f"resume it with that data (scene4d reconstruct {ck_source} --out {out} --resume), "
+                             "or choose another --out")
         if resume and (pose_dir / "transforms.json").is_file():
             print(f"reusing camera poses in {pose_dir}")
         else:
             from .sfm import poses_command
 
             poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks,
-                          num_threads=threads or -1, seed=seed)
+                          num_threads=threads or -1, seed=cfg.seed if seed is None else seed)
         data = pose_dir
         # the camera step may be all an interrupted run finished: then training starts afresh
         resume = resume and (out / "checkpoints" / "latest.json").is_file()
@@ -304,7 +310,8 @@ def reconstruct(
         with_iters(cfg, iters)
     if static:
         without_motion(cfg)
-    cfg.seed = seed
+    if seed is not None:
+        cfg.seed = seed
     if threads is not None:
         cfg.threads = threads
     bg = parse_background(background) if background else None
@@ -315,7 +322,8 @@ def reconstruct(
     try:
         res = train(capture, out, cfg, resume=resume, device=dev, provenance={"command": "scene4d reconstruct " + " ".join(sys.argv[2:])})
     except KeyboardInterrupt as e:
-        print(f"scene4d reconstruct: {e}", file=sys.stderr)
+        print(f"scene4d reconstruct: {str(e).replace('reconstruct DATA --out', f'reconstruct {given} --out')}",
+              file=sys.stderr)
         raise SystemExit(130)
     m = res.metrics
     print(f"scene written to {out} ({m.get('n_gaussians')} Gaussians, {res.seconds:.0f} s)")
@@ -389,12 +397,10 @@ def presets(name: Optional[str] = None, /) -> None:
     import json
     import textwrap
 
-    import configs
-
-    from .presets import FIELD_CLASSES, load_preset, preset_names, preset_to_json, read_preset
+    from .presets import FIELD_CLASSES, PRESET_DIR, load_preset, preset_names, preset_to_json, read_preset
 
     if name is None:
-        print(f"presets in {configs.DIR} (scene4d presets NAME prints one in full):")
+        print(f"presets in {PRESET_DIR} (scene4d presets NAME prints one in full):")
         for n in preset_names():
             d = read_preset(n)
             first = d.get("description", "").split(": ")[0].split(". ")[0]

@@ -36,6 +36,14 @@ class SceneFolderError(ValueError):
     """A scene folder that cannot be read: says what is missing and what to do."""
 
 
+def publish_mode(tmp: str) -> None:
+    """Give a temporary file (mkstemp makes it 0600) the mode a plain ``open`` would have given it
+    (0666 less the umask), so the results others read are readable once renamed into place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +53,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -62,6 +71,7 @@ def atomic_save_tensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -170,7 +180,11 @@ def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
         tensors = load_file(str(wpath))
     except Exception as e:
         raise SceneFolderError(f"{wpath}: unreadable weights ({e}); the file is damaged or truncated") from None
-    ent = meta["entities"][0]
+    ents = meta.get("entities")
+    if not isinstance(ents, list) or not ents or not isinstance(ents[0], dict):
+        raise SceneFolderError(f"{meta_path}: 'entities' is missing or not a list of objects; the file is damaged "
+                               "(re-run scene4d reconstruct, or restore scene.json)")
+    ent = ents[0]
     params = {}
     names = PARAM_NAMES + (TEMPORAL_NAMES if ent.get("temporal_opacity") else ())
     for k in names:
@@ -179,7 +193,11 @@ def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
             raise SceneFolderError(f"{wpath}: missing tensor {key!r}")
         params[k] = tensors[key]
     dcfg = ent.get("deformation")
-    scene = Scene4D(params, config_from_dict(dcfg) if dcfg else None, sh_degree=int(ent.get("sh_degree", 0)))
+    try:
+        scene = Scene4D(params, config_from_dict(dcfg) if dcfg else None, sh_degree=int(ent.get("sh_degree", 0)))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SceneFolderError(f"{meta_path}: entities[0] does not describe a scene this scene4d can build "
+                               f"({type(e).__name__}: {str(e)[:200]}); was scene.json edited by hand?") from None
     if scene.deformation is not None:
         sd = {k[len("deformation."):]: v for k, v in tensors.items() if k.startswith("deformation.")}
         try:

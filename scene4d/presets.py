@@ -11,7 +11,8 @@ file holds::
       "train": {"iters": 2800, "densify": {...}, ...}   # TrainConfig values
     }
 
-Every key is optional; what a file leaves out comes from its ``base`` (or the built-in defaults),
+Every key is optional; what a file leaves out comes from its ``base`` (a preset name, or a path
+relative to the file that names it), or else the built-in defaults,
 so ``{"base": "fast", "train": {"iters": 6000}}`` is a complete preset. A finished scene's
 ``scene.json`` is a preset too (the settings that run used), and so may be a base. Unknown keys and values of
 the wrong type are errors that name the file and the key: a typo must not silently fall back to a
@@ -28,8 +29,6 @@ from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-import configs
-
 from .deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig
 
 FIELD_CLASSES = {"hexplane": HexPlaneConfig, "mlp": MLPConfig, "nodes": MotionNodesConfig}
@@ -39,13 +38,19 @@ _PRESET_KEYS = ("description", "base", "field", "fields", "train")
 _SCENE_SIZED = ("kind", "bounds_radius", "bounds_center")  # set by the run from the capture, not by a preset
 
 
+PRESET_DIR = (Path(__file__).parent / "presets_data").resolve()
+"""The named presets: the top-level ``configs/`` folder (``scene4d/presets_data`` links to it, and
+an installed wheel carries the files there). Found by path, not imported: a top-level package named
+``configs`` would clash with the many projects that have a ``configs/`` of their own."""
+
+
 class PresetError(ValueError):
     """A preset name or file that cannot be used; the message names the file and the key."""
 
 
 def preset_names() -> list[str]:
-    """The presets shipped in ``configs/``."""
-    return configs.names()
+    """The presets shipped in ``configs/``, sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
 def preset_path(name_or_path: Union[str, Path], named_in: Optional[Path] = None) -> Path:
@@ -67,7 +72,7 @@ def preset_path(name_or_path: Union[str, Path], named_in: Optional[Path] = None)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise PresetError(f"{by}unknown preset {s!r}{hint}; choose one of {', '.join(preset_names())}, or give a "
                           f"preset file (.json): `scene4d presets NAME > my.json` prints one to edit")
-    return configs.DIR / f"{s}.json"
+    return PRESET_DIR / f"{s}.json"
 
 
 def read_preset(name_or_path: Union[str, Path], _seen: tuple = (), _named_in: Optional[Path] = None) -> dict:
@@ -76,11 +81,13 @@ def read_preset(name_or_path: Union[str, Path], _seen: tuple = (), _named_in: Op
     path = preset_path(name_or_path, _named_in)
     where = str(path)
     try:
-        d = json.loads(path.read_text(), object_pairs_hook=_no_duplicates)
+        d = json.loads(path.read_text(), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except json.JSONDecodeError as e:
         raise PresetError(f"{where}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except _Duplicate as e:
         raise PresetError(f"{where}: key {e.args[0]!r} appears twice in one object; keep one") from None
+    except _Constant as e:
+        raise PresetError(f"{where}: {e.args[0]} is not a number a run can use; give a finite value") from None
     if not isinstance(d, dict):
         raise PresetError(f"{where}: a preset file holds one JSON object, got {type(d).__name__}")
     if isinstance(d.get("provenance"), dict) and isinstance(d["provenance"].get("config"), dict):
@@ -90,8 +97,8 @@ def read_preset(name_or_path: Union[str, Path], _seen: tuple = (), _named_in: Op
         base = d["base"]
         if not isinstance(base, str):
             raise PresetError(f"{where}: 'base' is the name or path of another preset, got {json.dumps(base)}")
-        if Path(base).suffix == ".json" and not Path(base).is_absolute():
-            base = str(path.parent / base)  # relative to the file that names it
+        if (Path(base).suffix == ".json" or "/" in base) and not Path(base).is_absolute():
+            base = str(path.parent / base)  # a path is relative to the file that names it
         key = str(preset_path(base, path).resolve())
         if key in _seen or key == str(path.resolve()):
             raise PresetError(f"{where}: 'base' chain loops back to {base}")
@@ -156,6 +163,14 @@ class _Duplicate(Exception):
     pass
 
 
+class _Constant(Exception):
+    pass
+
+
+def _no_constants(name: str):
+    raise _Constant(name)  # NaN, Infinity, -Infinity: Python's json reads them; no setting wants one
+
+
 def _no_duplicates(pairs):
     seen = {}
     for k, v in pairs:
@@ -191,7 +206,7 @@ def _check_file(d: dict, where: str) -> None:
 
     layout = _layout()
     _check_keys(d, layout, where, "")
-    if "field" in d and d["field"] not in FIELD_CLASSES:
+    if "field" in d and (not isinstance(d["field"], str) or d["field"] not in FIELD_CLASSES):
         raise PresetError(f"{where}: 'field' is {json.dumps(d['field'])}; choose one of {', '.join(FIELD_CLASSES)}")
     if "description" in d and not isinstance(d["description"], str):
         raise PresetError(f"{where}: 'description' is a line of text")

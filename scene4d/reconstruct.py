@@ -30,7 +30,7 @@ from . import losses
 from .deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
 from .densify import DefaultStrategy, DensifyConfig
 from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D, init_params
-from .io import atomic_save_tensors, atomic_write_json, save_scene
+from .io import SceneFolderError, atomic_save_tensors, atomic_write_json, save_scene
 
 
 @dataclass
@@ -331,6 +331,7 @@ def train(
     start = 0
 
     ck = out / "checkpoints"
+    source = str(capture.source)
     if resume:
         if (out / "scene.json").is_file() or not (ck / "latest.json").is_file():
             if (out / "scene.json").is_file():
@@ -338,12 +339,22 @@ def train(
                                         "render it, or choose another --out (or delete the folder) to run again")
             raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/latest.json); start without --resume")
         meta = json.loads((ck / "latest.json").read_text())
+        if meta.get("source") is not None and not _same_path(meta["source"], source):
+            raise SceneFolderError(
+                f"{out}: the unfinished run there was fitting {meta['source']}, not {source}; resume it with "
+                f"that data (scene4d reconstruct {meta['source']} --out {out} --resume), or choose another --out")
         tensors = load_file(str(ck / "latest.safetensors"))
         rng = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("rng.")]}
         tensors = {k: v.to(device) for k, v in tensors.items()}
         cfg_saved = config_from_json(meta["config"])
         if config_to_json(cfg_saved) != config_to_json(cfg):
-            # the run continues with the configuration it started with, not today's flags
+            # the run continues with the configuration it started with, not today's flags: say so
+            old, new = config_to_json(cfg_saved), config_to_json(cfg)
+            changed = [k for k in new if k not in ("threads",) and old.get(k) != new[k]]
+            if changed:
+                print("resuming with the settings the run started with; ignored: "
+                      + ", ".join(f"{k} {new[k]} (the run's: {old.get(k)})" if not isinstance(new[k], dict) else k
+                                  for k in changed[:6]) + (" ..." if len(changed) > 6 else ""))
             cfg = cfg_saved
             dcfg = cfg.deformation
         names = PARAM_NAMES + (TEMPORAL_NAMES if cfg.temporal_opacity else ())
@@ -435,7 +446,7 @@ def train(
             if (step % 10 == 0 or report) and ema_loss is not None:
                 bar.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", N=len(scene))
             if step % cfg.checkpoint_every == 0 and step < total:
-                save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {})
+                save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {"source": source})
             if interrupted["flag"]:
                 break
     finally:
@@ -444,7 +455,7 @@ def train(
             signal.signal(signal.SIGINT, old_handler)
     seconds = time.perf_counter() - t0
     if step < total:
-        save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {})
+        save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {"source": source})
         if interrupted["flag"]:
             raise KeyboardInterrupt(
                 f"stopped at step {step}/{total}; checkpoint saved in {out / 'checkpoints'}. "
@@ -464,6 +475,22 @@ def train(
     for name in ("latest.json", "latest.safetensors"):
         (out / "checkpoints" / name).unlink(missing_ok=True)
     return RunResult(scene, step, seconds, metrics)
+
+
+def _same_path(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return str(a) == str(b)
+
+
+def checkpoint_source(out: Path) -> Optional[str]:
+    """The data an unfinished run in ``out`` was fitting (None: no checkpoint, or an older one)."""
+    latest = Path(out) / "checkpoints" / "latest.json"
+    try:
+        return json.loads(latest.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def existing_run(out: Path) -> Optional[str]:

@@ -164,8 +164,9 @@ def make_path(
     if name in ("train", "test"):
         cams = train_cameras if name == "train" else test_cameras
         if cams is None:
-            raise UsageError(f"--path {name} needs a scene folder with {name} cameras (cameras.json); "
-                             "a .ply file has none")
+            raise UsageError(f"--path {name} needs the scene's {name} cameras: a .ply file has none, and a scene "
+                             "folder keeps them in cameras.json (missing here, or without that split); use "
+                             "--path orbit, spiral, dolly or a camera_path.json")
         from cameras import schedule_times
 
         if size is not None:

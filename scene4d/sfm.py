@@ -812,7 +812,7 @@ def _explain(clip: _Clip, best, models: list, counts: np.ndarray, motion: dict, 
     others = _distinct_parts(reg, [_registered(clip, m) for m in models if m is not best])
     if others:
         segs = [_ranges(reg)] + [_ranges(o) for o in others[:4]]
-        parts.append(f"the clip splits into {len(others) + 1} parts that share no features (frames "
+        parts.append(f"the clip splits into {len(others) + 1} parts that could not be joined (frames "
                      + "; ".join(segs) + ")")
     msg = "; ".join(parts)
     why = []

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-import configs
 from scene4d.cli import main
 from scene4d.io import load_scene
-from scene4d.presets import PresetError, load_preset, preset_names
+from scene4d.presets import PRESET_DIR, PresetError, load_preset, preset_names
 from scene4d.reconstruct import config_to_json
 
 
 def test_shipped_presets():
     assert preset_names() == ["dnerf", "fast", "handheld", "quality"]
-    assert sorted(p.name for p in configs.DIR.glob("*.json")) == [f"{n}.json" for n in preset_names()]
+    # the named presets are the top-level configs/ folder's files
+    assert PRESET_DIR == (Path(__file__).resolve().parents[2] / "configs")
+    assert sorted(p.name for p in PRESET_DIR.glob("*.json")) == [f"{n}.json" for n in preset_names()]
     fast = load_preset("fast")
     assert (fast.iters, fast.densify.max_gaussians, fast.deformation.kind, fast.deformation.nodes) == (2800, 3500, "nodes", 48)
     assert load_preset("handheld").temporal_opacity and load_preset("dnerf").deformation.resolutions == [64, 128]
@@ -68,6 +70,7 @@ def test_a_user_preset_file_overrides_its_base(tmp_path):
     ({"bsae": "fast"}, "did you mean 'base'?"),
     ({"base": "fsat"}, "unknown preset 'fsat' (did you mean 'fast'?)"),
     ([1, 2], "a preset file holds one JSON object"),
+    ({"field": {"nodes": 48}}, "'field' is {\"nodes\": 48}; choose one of hexplane, mlp, nodes"),
 ])
 def test_bad_preset_files_name_the_file_and_key(tmp_path, content, msg):
     f = tmp_path / "mine.json"
@@ -93,6 +96,10 @@ def test_errors_in_a_base_name_the_base_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PresetError, match=r"unknown preset 'typo' \(did you mean the file typo.json\?\)"):
         load_preset("typo")
+    for bad in ("NaN", "Infinity", "-Infinity"):
+        (tmp_path / "nan.json").write_text('{"base": "fast", "train": {"lr_means": %s}}' % bad)
+        with pytest.raises(PresetError, match=f"nan.json: {bad} is not a number a run can use"):
+            load_preset("nan.json")
     (tmp_path / "dup.json").write_text('{"train": {"iters": 5, "iters": 6}}')
     with pytest.raises(PresetError, match="dup.json: key 'iters' appears twice"):
         load_preset("dup.json")
@@ -132,7 +139,7 @@ def test_cli_reconstruct_with_a_preset_file(tmp_path, capsys):
 
     cap = make_dnerf_capture(tmp_path / "cap", n_train=8, n_test=2, n_val=1, size=32)
     mine = tmp_path / "mine.json"
-    mine.write_text(json.dumps({"base": "fast", "train": {"iters": 12, "warmup_iters": 3, "init_points": 200,
+    mine.write_text(json.dumps({"base": "fast", "train": {"iters": 12, "warmup_iters": 3, "init_points": 200, "seed": 5,
                                                           "densify": {"refine_start": 4, "refine_stop": 8}},
                                 "fields": {"nodes": {"nodes": 5, "time_resolution": 4}}}))
     out = tmp_path / "scene"
@@ -141,6 +148,7 @@ def test_cli_reconstruct_with_a_preset_file(tmp_path, capsys):
     assert scene.deformation_cfg.kind == "nodes" and scene.deformation_cfg.nodes == 5
     saved = json.loads((out / "scene.json").read_text())["provenance"]["config"]
     assert saved["iters"] == 12 and saved["densify"]["refine_stop"] == 8 and saved["deformation"]["time_resolution"] == 4
+    assert saved["seed"] == 5  # the preset's seed, since --seed was not given
     # a bad file stops the run before anything is written
     mine.write_text(json.dumps({"base": "fast", "train": {"iters": -1.5}}))
     capsys.readouterr()

@@ -175,12 +175,23 @@ def test_temporal_opacity_scene_round_trips(tmp_path):
         assert torch.equal(a.means, b.means) and torch.equal(a.opacities, b.opacities)
 
 
-def test_existing_output_needs_resume(tiny_capture, tmp_path):
+def test_existing_output_needs_resume(tiny_capture, tmp_path, capsys):
     cap = load_capture(tiny_capture)
     train(cap, tmp_path / "s", tiny_config(iters=12), progress=False, stop_at=6, evaluate=False)
     with pytest.raises(FileExistsError, match=r"holds an unfinished run \(stopped at step 6\); pass --resume"):
         train(cap, tmp_path / "s", tiny_config(iters=12), progress=False)
-    train(cap, tmp_path / "s", tiny_config(iters=12), progress=False, resume=True, evaluate=False)
+    # resuming with other data is refused, naming the data the run was fitting
+    import shutil
+
+    other = load_capture(shutil.copytree(tiny_capture, tmp_path / "other_capture"))
+    with pytest.raises(SceneFolderError, match=f"the unfinished run there was fitting {tiny_capture}, not"):
+        train(other, tmp_path / "s", tiny_config(iters=12), progress=False, resume=True)
+    # other settings on resume: the run's own win, and it says which were ignored
+    train(cap, tmp_path / "s", tiny_config(iters=30), progress=False, resume=True, evaluate=False)
+    assert "ignored: iters 30 (the run's: 12)" in capsys.readouterr().out
+    # the finished run leaves no checkpoint that a later --resume could go back to
+    assert (tmp_path / "s" / "scene.json").is_file()
+    assert not any((tmp_path / "s" / "checkpoints" / f).exists() for f in ("latest.json", "latest.safetensors"))
     # a finished scene is neither overwritten nor "resumed"; the messages say what to do instead
     with pytest.raises(FileExistsError, match="already holds a finished scene; choose another --out"):
         train(cap, tmp_path / "s", tiny_config(iters=12), progress=False)
@@ -204,6 +215,31 @@ def test_scene_folder_errors(tmp_path):
     (newer / "scene.json").write_text(json.dumps({"format": "scene4d", "version": 99}))
     with pytest.raises(SceneFolderError, match="newer than this scene4d"):
         load_scene(newer)
+
+
+def test_hand_edited_scene_json_is_a_clear_error(tiny_capture, tmp_path):
+    cap = load_capture(tiny_capture)
+    train(cap, tmp_path / "s", tiny_config(iters=4), progress=False, evaluate=False)
+    good = json.loads((tmp_path / "s" / "scene.json").read_text())
+    # results are readable by others, as files written with open() would be (mkstemp makes 0600)
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ("scene.json", "weights.safetensors", "cameras.json"):
+        assert (tmp_path / "s" / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
+    edits = {
+        "kind": lambda m: m["entities"][0]["deformation"].update(kind="warp"),
+        "entities": lambda m: m.pop("entities"),
+        "sizes": lambda m: m["entities"][0]["deformation"].update(features="many"),
+    }
+    for name, edit in edits.items():
+        m = json.loads(json.dumps(good))
+        edit(m)
+        (tmp_path / "s" / "scene.json").write_text(json.dumps(m))
+        with pytest.raises(SceneFolderError, match="scene.json: ") as e:
+            load_scene(tmp_path / "s")
+        assert "Traceback" not in str(e.value), name
 
 
 @pytest.mark.parametrize("field", [None, "hexplane", "mlp"])
@@ -289,3 +325,19 @@ def test_dynamic_field_beats_static_by_3db(tmp_path):
     static = train(cap, tmp_path / "static", cfg(False), progress=False).metrics["psnr"]
     assert dyn >= static + 3.0, (dyn, static)
     assert dyn > 25.0, dyn
+
+
+def test_cli_resume_with_a_video_into_a_capture_run_is_refused(tiny_capture, tmp_path, capsys):
+    """--resume with a video into a folder whose unfinished run fits a capture stops before the
+    camera step (which would otherwise run for minutes and then train on the wrong data)."""
+    import numpy as np
+
+    from scene4d.media import write_video
+
+    cap = load_capture(tiny_capture)
+    train(cap, tmp_path / "s", tiny_config(iters=12), progress=False, stop_at=6, evaluate=False)
+    write_video(tmp_path / "clip.mp4", np.zeros((4, 32, 32, 3), np.uint8), fps=10)
+    assert main(["reconstruct", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "s"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"the unfinished run there was fitting {tiny_capture}, not the video" in err, err
+    assert not (tmp_path / "s" / "poses").exists()

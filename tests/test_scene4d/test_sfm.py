@@ -179,7 +179,7 @@ def test_split_parts_count_each_frame_once():
     best = list(range(16))
     attempts = [[16, 17, 18, 24, 25], list(range(16, 32)), [21, 22, 23], [27, 28, 29], [3, 4, 5]]
     assert _distinct_parts(best, attempts) == [list(range(16, 32))]
-    # pieces that really are apart stay apart, largest first
+    # pieces that add frames of their own are named, largest first (they may share a frame: mapped apart)
     assert _distinct_parts(best, [[20, 21], list(range(24, 32)), [22, 23, 24]]) == [
         list(range(24, 32)), [22, 23, 24], [20, 21]]
     assert _distinct_parts(best, []) == [] and _distinct_parts(best, [[1, 2]]) == []
