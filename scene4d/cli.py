@@ -301,8 +301,14 @@ def reconstruct(
         else:
             from .sfm import poses_command
 
-            poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks,
-                          num_threads=threads or -1, seed=cfg.seed if seed is None else seed)
+            try:
+                poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks,
+                              num_threads=threads or -1, seed=cfg.seed if seed is None else seed)
+            except KeyboardInterrupt:
+                print(f"scene4d reconstruct: stopped during the camera step (no camera poses yet, so nothing to "
+                      f"keep); run the same command again to start over: scene4d reconstruct {given} --out {out}"
+                      + (" --resume" if resume else ""), file=sys.stderr)
+                raise SystemExit(130)
         data = pose_dir
         # the camera step may be all an interrupted run finished: then training starts afresh
         resume = resume and (out / "checkpoints" / "latest.json").is_file()

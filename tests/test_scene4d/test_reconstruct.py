@@ -341,3 +341,21 @@ def test_cli_resume_with_a_video_into_a_capture_run_is_refused(tiny_capture, tmp
     err = capsys.readouterr().err
     assert f"the unfinished run there was fitting {tiny_capture}, not the video" in err, err
     assert not (tmp_path / "s" / "poses").exists()
+
+
+def test_ctrl_c_in_the_camera_step_says_what_to_do(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    import scene4d.sfm
+    from scene4d.media import write_video
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scene4d.sfm, "poses_command", interrupted)
+    write_video(tmp_path / "clip.mp4", np.zeros((4, 32, 32, 3), np.uint8), fps=10)
+    with pytest.raises(SystemExit) as e:
+        main(["reconstruct", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "s")])
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert "stopped during the camera step" in err and f"scene4d reconstruct {tmp_path / 'clip.mp4'} --out" in err
