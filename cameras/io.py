@@ -42,7 +42,7 @@ from .camera import Cameras
 from .conventions import K_to_fov, opencv_w2c_to_opengl_c2w, opengl_c2w_to_opencv_w2c
 from .paths import interpolate_keyframes
 
-__all__ = ["read_camera_path", "write_camera_path"]
+__all__ = ["publish_mode", "read_camera_path", "write_camera_path"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -312,6 +312,19 @@ def write_camera_path(path: PathLike, cameras: Cameras, *, fps: float = 30.0) ->
     _atomic_write_json(Path(path), data)
 
 
+def publish_mode(tmp: Union[str, Path], path: Union[str, Path]) -> None:
+    """Before a temporary file is renamed onto ``path``: give it ``path``'s mode if that exists,
+    else the mode a plain ``open`` would give (0666 less the umask). mkstemp makes files 0600,
+    which other users could not read. Every atomic write in scene4d goes through here."""
+    path = Path(path)
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        return
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+
+
 def _atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON to a temp file beside ``path`` and rename it over ``path``: readers never see
     a half-written file, and a crash leaves the previous file intact."""
@@ -319,8 +332,7 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
-        # mkstemp creates 0600; keep an existing file's mode, else the usual 0644.
-        os.chmod(tmp, (path.stat().st_mode & 0o777) if path.exists() else 0o644)
+        publish_mode(tmp, path)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cameras.io import publish_mode
+
 from .gaussians import Gaussians
 
 
@@ -111,9 +113,7 @@ def write_ply(path: Union[str, Path], data: Union[SplatData, Gaussians]) -> Path
     try:
         with os.fdopen(fd, "wb") as f:
             PlyData([el], text=False, byte_order="<").write(f)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600: give it the mode a plain open() would
+        publish_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -272,7 +272,7 @@ def reconstruct(
     """
     from .data import load_capture
     from .reconstruct import preset as make_preset
-    from .reconstruct import checkpoint_source, existing_run, train, with_iters, without_motion
+    from .reconstruct import existing_run, resume_conflict, train, with_iters, without_motion
     from .render import parse_background
 
     data = given = Path(data)
@@ -288,14 +288,11 @@ def reconstruct(
         preset = "handheld" if video_input else "fast"
     cfg = make_preset(preset, deformation)  # a bad preset file is reported before the camera step
     if video_input:
-        if not resume and existing_run(out):
-            raise FileExistsError(existing_run(out))
+        if not resume and (why := existing_run(out)):
+            raise FileExistsError(why)
         pose_dir = out / "poses"
-        ck_source = checkpoint_source(out) if resume else None
-        if ck_source is not None and Path(ck_source).resolve() != pose_dir.resolve():
-            raise UsageError(f"{out}: the unfinished run there was fitting {ck_source}, not the video {data}; "
-                             f"resume it with that data (scene4d reconstruct {ck_source} --out {out} --resume), "
-                             "or choose another --out")
+        if resume and (conflict := resume_conflict(out, pose_dir, shown=f"the video {data}")):
+            raise UsageError(conflict)  # before the camera step's minutes
         if resume and (pose_dir / "transforms.json").is_file():
             print(f"reusing camera poses in {pose_dir}")
         else:

@@ -366,15 +366,18 @@ def make_field(cfg) -> nn.Module:
     raise ValueError(f"unknown deformation config {cfg!r}")
 
 
+FIELD_CONFIGS = {"hexplane": HexPlaneConfig, "mlp": MLPConfig, "nodes": MotionNodesConfig}
+"""Deformation field kinds and their configs: space-time planes, positional-encoding MLP, rigid motion nodes."""
+
+
 def config_from_dict(d: dict):
-    kinds = {"hexplane": HexPlaneConfig, "mlp": MLPConfig, "nodes": MotionNodesConfig}
     kind = d.get("kind")
-    if kind not in kinds:
-        raise ValueError(f"unknown deformation kind {kind!r}; known: {sorted(kinds)}")
+    if kind not in FIELD_CONFIGS:
+        raise ValueError(f"unknown deformation kind {kind!r}; known: {sorted(FIELD_CONFIGS)}")
     d = dict(d)
     if "bounds_center" in d:
         d["bounds_center"] = tuple(d["bounds_center"])
-    return kinds[kind](**d)
+    return FIELD_CONFIGS[kind](**d)
 
 
 def config_to_dict(cfg) -> dict:

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cameras import Cameras
+from cameras.io import publish_mode
 
 from .deformation import config_from_dict, config_to_dict
 from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D
@@ -36,14 +37,6 @@ class SceneFolderError(ValueError):
     """A scene folder that cannot be read: says what is missing and what to do."""
 
 
-def publish_mode(tmp: str) -> None:
-    """Give a temporary file (mkstemp makes it 0600) the mode a plain ``open`` would have given it
-    (0666 less the umask), so the results others read are readable once renamed into place."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +46,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        publish_mode(tmp)
+        publish_mode(tmp, path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -71,7 +64,7 @@ def atomic_save_tensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        publish_mode(tmp)
+        publish_mode(tmp, path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -76,9 +76,9 @@ def write_video(path: Union[str, Path], frames: Iterable, fps: float = 30.0, *, 
         for packet in stream.encode():
             container.mux(packet)
         container.close()
-        from .io import publish_mode
+        from cameras.io import publish_mode
 
-        publish_mode(tmp)
+        publish_mode(tmp, path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

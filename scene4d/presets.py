@@ -29,10 +29,7 @@ from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from .deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig
-
-FIELD_CLASSES = {"hexplane": HexPlaneConfig, "mlp": MLPConfig, "nodes": MotionNodesConfig}
-"""Deformation field kinds: space-time planes, positional-encoding MLP, rigid motion nodes."""
+from .deformation import FIELD_CONFIGS as FIELD_CLASSES
 
 _PRESET_KEYS = ("description", "base", "field", "fields", "train")
 _SCENE_SIZED = ("kind", "bounds_radius", "bounds_center")  # set by the run from the capture, not by a preset

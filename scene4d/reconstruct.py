@@ -27,7 +27,7 @@ from cameras import Cameras
 from renderers import default_device, rasterize
 
 from . import losses
-from .deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
+from .deformation import FIELD_CONFIGS, HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
 from .densify import DefaultStrategy, DensifyConfig
 from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D, init_params
 from .io import SceneFolderError, atomic_save_tensors, atomic_write_json, save_scene
@@ -95,7 +95,7 @@ class TrainConfig:
     """torch CPU threads (None: torch's default)."""
 
 
-FIELDS = ("hexplane", "mlp", "nodes")
+FIELDS = tuple(FIELD_CONFIGS)
 """Deformation field kinds: space-time planes, positional-encoding MLP, rigid motion nodes."""
 
 
@@ -338,11 +338,9 @@ def train(
                 raise FileNotFoundError(f"{out}: nothing to resume, the run there finished (scene.json is written); "
                                         "render it, or choose another --out (or delete the folder) to run again")
             raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/latest.json); start without --resume")
+        if conflict := resume_conflict(out, source):
+            raise SceneFolderError(conflict)
         meta = json.loads((ck / "latest.json").read_text())
-        if meta.get("source") is not None and not _same_path(meta["source"], source):
-            raise SceneFolderError(
-                f"{out}: the unfinished run there was fitting {meta['source']}, not {source}; resume it with "
-                f"that data (scene4d reconstruct {meta['source']} --out {out} --resume), or choose another --out")
         tensors = load_file(str(ck / "latest.safetensors"))
         rng = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("rng.")]}
         tensors = {k: v.to(device) for k, v in tensors.items()}
@@ -374,8 +372,8 @@ def train(
         if device.type == "cuda" and "rng.cuda" in rng:
             torch.cuda.set_rng_state(rng["rng.cuda"], device)
         start = int(meta["step"])
-    elif existing_run(out):
-        raise FileExistsError(existing_run(out))
+    elif why := existing_run(out):
+        raise FileExistsError(why)
 
     out.mkdir(parents=True, exist_ok=True)
     total = cfg.iters
@@ -484,13 +482,19 @@ def _same_path(a, b) -> bool:
         return str(a) == str(b)
 
 
-def checkpoint_source(out: Path) -> Optional[str]:
-    """The data an unfinished run in ``out`` was fitting (None: no checkpoint, or an older one)."""
+def resume_conflict(out: Path, source, shown: Optional[str] = None) -> Optional[str]:
+    """Why the unfinished run in ``out`` cannot be resumed on ``source`` (None: it can, or there is
+    no checkpoint, or an older one that did not record its data): it was fitting other data.
+    ``shown``: how the message names ``source`` (the video a pose folder comes from)."""
     latest = Path(out) / "checkpoints" / "latest.json"
     try:
-        return json.loads(latest.read_text()).get("source")
+        was = json.loads(latest.read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         return None
+    if was is None or _same_path(was, source):
+        return None
+    return (f"{out}: the unfinished run there was fitting {was}, not {shown or source}; resume it with that data "
+            f"(scene4d reconstruct {was} --out {out} --resume), or choose another --out")
 
 
 def existing_run(out: Path) -> Optional[str]:
