@@ -15,8 +15,6 @@ or double, with or without normals.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -25,8 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cameras.io import publish_mode
-
+from . import ply
 from .gaussians import Gaussians
 
 
@@ -83,43 +80,33 @@ def _property_names(k: int) -> list:
     return names
 
 
-def write_ply(path: Union[str, Path], data: Union[SplatData, Gaussians]) -> Path:
-    """Write the standard 3DGS layout (binary little-endian float32), atomically."""
-    from plyfile import PlyData, PlyElement
-
+def splat_array(data: Union[SplatData, Gaussians]) -> np.ndarray:
+    """(N,) structured array of the standard 3DGS layout (float32 fields in graphdeco's order)."""
     if isinstance(data, Gaussians):
         data = SplatData.from_gaussians(data)
-    path = Path(path)
     n, k = data.sh.shape[0], data.sh.shape[1]
     names = _property_names(k)
-    arr = np.empty(n, dtype=[(nm, "<f4") for nm in names])
-    cols = {
-        "x": data.means[:, 0], "y": data.means[:, 1], "z": data.means[:, 2],
-        "opacity": data.opacity_logits,
-    }
+    arr = np.zeros(n, dtype=[(nm, "<f4") for nm in names])
+    np_ = lambda t: t.detach().cpu().float().numpy()  # noqa: E731
+    means, sh = np_(data.means), np_(data.sh)
+    for i, c in enumerate("xyz"):
+        arr[c] = means[:, i]
+    arr["opacity"] = np_(data.opacity_logits)
+    scales, quats = np_(data.log_scales), np_(data.quats)
     for i in range(3):
-        cols[f"f_dc_{i}"] = data.sh[:, 0, i]
-        cols[f"scale_{i}"] = data.log_scales[:, i]
+        arr[f"f_dc_{i}"] = sh[:, 0, i]
+        arr[f"scale_{i}"] = scales[:, i]
     for i in range(4):
-        cols[f"rot_{i}"] = data.quats[:, i]
-    rest = data.sh[:, 1:, :].transpose(1, 2).reshape(n, -1)  # channel-major
+        arr[f"rot_{i}"] = quats[:, i]
+    rest = sh[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * (k - 1))  # channel-major
     for i in range(rest.shape[1]):
-        cols[f"f_rest_{i}"] = rest[:, i]
-    for nm in names:
-        arr[nm] = cols[nm].detach().cpu().float().numpy() if nm in cols else 0.0
-    el = PlyElement.describe(arr, "vertex")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            PlyData([el], text=False, byte_order="<").write(f)
-        publish_mode(tmp, path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+        arr[f"f_rest_{i}"] = rest[:, i]
+    return arr
+
+
+def write_ply(path: Union[str, Path], data: Union[SplatData, Gaussians]) -> Path:
+    """Write the standard 3DGS layout (binary little-endian float32), atomically."""
+    return ply.write_ply(path, {"vertex": splat_array(data)})
 
 
 _REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
@@ -128,19 +115,22 @@ _REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", 
 
 def read_ply(path: Union[str, Path]) -> SplatData:
     """Read a 3DGS ``.ply``; raises :class:`SplatFileError` with the reason and a fix."""
-    from plyfile import PlyData
-
     path = Path(path)
     if not path.is_file():
         raise SplatFileError(f"{path}: no such file")
     try:
-        ply = PlyData.read(str(path))
-    except Exception as e:  # plyfile raises several types for bad headers / short data
+        data = ply.read_ply(path)
+    except ply.PlyError as e:
         raise SplatFileError(
-            f"{path}: not a readable PLY file ({type(e).__name__}: {e}). The file may be truncated "
+            f"{path}: not a readable PLY file ({str(e).replace(str(path) + ': ', '')}). The file may be truncated "
             "(an interrupted download or copy) or not a PLY at all; re-export or re-copy it."
         ) from None
-    names = [el.name for el in ply.elements]
+    return splat_data_from_array(data.elements, path)
+
+
+def splat_data_from_array(elements: dict, path: Union[str, Path]) -> SplatData:
+    """:class:`SplatData` from PLY elements (name -> structured array) of a 3DGS file at ``path``."""
+    names = list(elements)
     if "chunk" in names:
         raise SplatFileError(
             f"{path}: this is a compressed splat PLY (SuperSplat/PlayCanvas 'chunk' layout), which "
@@ -148,8 +138,8 @@ def read_ply(path: Union[str, Path]) -> SplatData:
         )
     if "vertex" not in names:
         raise SplatFileError(f"{path}: no 'vertex' element (found {names}); not a 3D Gaussian Splatting file")
-    v = ply["vertex"]
-    props = [p.name for p in v.properties]
+    v = elements["vertex"]
+    props = list(v.dtype.names)
     missing = [p for p in _REQUIRED if p not in props]
     if missing:
         hint = (
@@ -169,10 +159,9 @@ def read_ply(path: Union[str, Path]) -> SplatData:
     absent = [r for r in rest_names if r not in props]
     if absent:
         raise SplatFileError(f"{path}: f_rest_* properties are not numbered 0..{n_rest - 1} (missing {absent[:3]})")
-    n = v.count
+    n = len(v)
     try:
-        data = v.data
-        col = lambda nm: np.asarray(data[nm], dtype=np.float32)  # noqa: E731
+        col = lambda nm: np.asarray(v[nm], dtype=np.float32)  # noqa: E731
         means = np.stack([col("x"), col("y"), col("z")], -1)
         dc = np.stack([col(f"f_dc_{i}") for i in range(3)], -1)
         rest = np.stack([col(r) for r in rest_names], -1) if n_rest else np.zeros((n, 0), np.float32)
@@ -183,7 +172,7 @@ def read_ply(path: Union[str, Path]) -> SplatData:
         raise SplatFileError(f"{path}: vertex data could not be read ({e}); the file may be truncated") from None
     k = n_rest // 3 + 1
     sh = np.concatenate([dc[:, None, :], rest.reshape(n, 3, k - 1).transpose(0, 2, 1)], axis=1)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # noqa: E731  (a writable copy)
     return SplatData(t(means), t(rots), t(scales), t(opac), t(sh))
 
 

@@ -25,14 +25,20 @@ from renderers import GaussianError, RenderError
 from renderers.splat_io import SplatFileError
 
 from .data import CaptureError
+from .export.cli import export_scene, import_file
+from .formats import FormatError
 from .io import SceneFolderError
 from .presets import PresetError
 from .render import UsageError
 
 OUT_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov")  # what write_video encodes (H.264)
 
-USER_ERRORS = (UsageError, SplatFileError, CameraError, GaussianError, RenderError, FileNotFoundError,
-               FileExistsError, CaptureError, SceneFolderError, PresetError)
+from diffusion_prior.base import PriorError
+
+from .generate.errors import GenerateError, PriorSpecError
+
+USER_ERRORS = (GenerateError, PriorSpecError, PriorError, UsageError, SplatFileError, CameraError, GaussianError, RenderError, FileNotFoundError,
+               FileExistsError, CaptureError, SceneFolderError, PresetError, FormatError)
 
 
 def _at_least(flag: str, value, least: int, what: str = "") -> None:
@@ -416,7 +422,17 @@ def presets(name: Optional[str] = None, /) -> None:
     print(json.dumps(full, indent=2))
 
 
-COMMANDS = {"demo": demo, "reconstruct": reconstruct, "poses": poses, "render": render, "presets": presets}
+from .generate.cli import generate  # noqa: E402  (the job's command lives with the job)
+
+
+def prior() -> None:
+    """The diffusion priors of generate: `scene4d prior sample "PROMPT"` (a views x times grid of
+    what the prior believes), `scene4d prior train-toy --out DIR` (train the embedded toy prior),
+    `scene4d prior info [PATH]` (what a prior folder holds, the toy world's words)."""
+    print(prior.__doc__)
+
+COMMANDS = {"generate": generate, "prior": prior, "demo": demo, "reconstruct": reconstruct, "poses": poses, "render": render, "presets": presets,
+            "export": export_scene, "import": import_file}
 
 
 def _flow_args(doc: str) -> str:
@@ -448,6 +464,15 @@ def main(argv=None) -> int:
         if fn.__doc__ and "Args:" in fn.__doc__:
             fn.__doc__ = _flow_args(fn.__doc__)
     try:
+        if argv[:1] == ["prior"]:  # scene4d prior sample|train-toy|info
+            from .generate.cli import PRIOR_COMMANDS
+
+            for fn in PRIOR_COMMANDS.values():
+                if fn.__doc__ and "Args:" in fn.__doc__:
+                    fn.__doc__ = _flow_args(fn.__doc__)
+            tyro.extras.subcommand_cli_from_dict(PRIOR_COMMANDS, args=argv[1:], prog="scene4d prior",
+                                                 description="The diffusion priors of scene4d generate.")
+            return 0
         tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="scene4d",
                                              description="scene4d: build 4D Gaussian scenes and render video from them.")
     except USER_ERRORS as e:

@@ -15,17 +15,67 @@ Two fields:
   and blurs it.
 
 Every head starts at zero, so a fresh field is the identity: a new scene is static until trained.
+
+Every field is a :class:`DeformationField`: ``deform(means, quats, log_scales, t)`` is the one call
+:meth:`scene4d.field.Scene4D.at` makes, and each field declares its own optimiser parameter groups
+(:meth:`DeformationField.param_groups`), hooks (``initialize``, ``hold_after``) and named
+regularisers, so neither the scene nor the training loop needs to know what is inside a field.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # the loop's learning-rate table; only its attribute names are used here
+    from .train.config import LearningRates
+
+MAX_LOG_SCALE_OFFSET = 0.5
+"""Largest change of log-scale an offset field may apply (x1.65 / /1.65)."""
+
+
+class DeformationField(nn.Module):
+    """What every deformation field provides. A field deforms the Gaussians of ONE entity; the
+    scene (:class:`scene4d.field.Scene4D`) hands it only that entity's rows.
+
+    Subclasses implement :meth:`deform` and :meth:`param_groups`; the hooks default to no-ops.
+    """
+
+    def deform(self, means: Tensor, quats: Tensor, log_scales: Tensor, t: float) -> Tuple[Tensor, Tensor, Tensor]:
+        """Canonical (N, 3) means (already moved by temporal velocity), (N, 4) wxyz quats and (N, 3)
+        log-scales -> (means (N, 3), quats (N, 4) wxyz, scales (N, 3), linear) at scene time t."""
+        raise NotImplementedError
+
+    def param_groups(self, lrs: "LearningRates", scene_scale: float) -> List[dict]:
+        """This field's parameters as named Adam groups ``{"name", "params", "lr"}`` (the initial
+        learning rate; lengths are scaled by ``scene_scale``). Every parameter in exactly one group."""
+        raise NotImplementedError
+
+    def initialize(self, points: Tensor) -> None:
+        """Fit the field's layout to its entity's initial Gaussian centres (N, 3); default: nothing."""
+
+    def hold_after(self, t: float) -> None:
+        """Make the field constant in time after ``t`` (time curricula); default: nothing (a field
+        whose time is continuous, as the MLP's, cannot be held)."""
+
+    def regularizers(self) -> Dict[str, Tensor]:
+        """Named scalar regularisers over this field only; the objective weights them by name."""
+        return {}
+
+
+class _OffsetField(DeformationField):
+    """A field that predicts offsets ``forward(means, t) -> (d_means, d_quats, d_log_scales)``."""
+
+    def deform(self, means: Tensor, quats: Tensor, log_scales: Tensor, t: float) -> Tuple[Tensor, Tensor, Tensor]:
+        d_means, d_quats, d_log_scales = self(means, t)
+        # bounded: an unbounded scale offset lets one step blow Gaussians up to screen size
+        scales = torch.exp(log_scales + MAX_LOG_SCALE_OFFSET * torch.tanh(d_log_scales / MAX_LOG_SCALE_OFFSET))
+        return means + d_means, quats + d_quats, scales
 
 
 @dataclass
@@ -75,7 +125,7 @@ class _Heads(nn.Module):
         return self.pos(h), self.rot(h), self.scale(h)
 
 
-class HexPlaneField(nn.Module):
+class HexPlaneField(_OffsetField):
     # plane axes: pairs of coordinates of (x, y, z, t)
     PLANES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 
@@ -118,6 +168,12 @@ class HexPlaneField(nn.Module):
 
     def forward(self, means: Tensor, t: float) -> Tuple[Tensor, Tensor, Tensor]:
         return self.heads(self.trunk(self.features(means, t)))
+
+    def param_groups(self, lrs: "LearningRates", scene_scale: float) -> List[dict]:
+        """The MLP (trunk + heads, ``lrs.deform`` x scene scale) and the planes (``lrs.planes``)."""
+        mlp = [p for n, p in self.named_parameters() if not n.startswith("planes.")]
+        return [{"name": "mlp", "params": mlp, "lr": lrs.deform * scene_scale},
+                {"name": "planes", "params": list(self.planes), "lr": lrs.planes}]
 
     @torch.no_grad()
     def hold_after(self, t: float) -> None:
@@ -163,7 +219,7 @@ class MotionNodesConfig:
     bounds_center: Tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
-class MotionNodesField(nn.Module):
+class MotionNodesField(DeformationField):
     """K nodes with centres ``c_k`` and radii ``r_k``; node k moves rigidly by ``(R_k(t), T_k(t))``
     about its centre. A Gaussian at canonical ``x`` goes to ``sum_k w_k (R_k (x - c_k) + c_k + T_k)``
     with ``w = softmax_k(-|x - c_k|^2 / 2 r_k^2)``, and its rotation to ``blend_k(q_k) * q``.
@@ -171,7 +227,8 @@ class MotionNodesField(nn.Module):
     turns and slides along the screw motion from one pose to the next, so an object turning fast
     keeps its shape between knots instead of cutting the chord of its turn."""
 
-    moves_rigidly = True
+    ARAP_NEIGHBOURS = 4
+    """Nearest nodes each node is held rigid to by :meth:`arap`."""
 
     def __init__(self, cfg: MotionNodesConfig):
         super().__init__()
@@ -202,10 +259,29 @@ class MotionNodesField(nn.Module):
             idx[i] = int(torch.argmax(d)) if i < n else int(torch.randint(n, (1,)))
             d = torch.minimum(d, (points - points[idx[i]]).square().sum(-1))
         c = points[idx].float()
-        dist = torch.cdist(c, c) + torch.eye(k) * 1e9
+        dist = torch.cdist(c, c) + torch.eye(k, device=c.device) * 1e9  # a scene placed on the GPU too
         r = 0.5 * dist.min(dim=1).values.clamp_min(1e-3)
         self.centers.copy_(c)
         self.log_radii.copy_(torch.log(r))
+
+    def initialize(self, points: Tensor) -> None:
+        """Nodes spread over the entity's initial centres (:meth:`place_nodes`)."""
+        self.place_nodes(points)
+
+    def deform(self, means: Tensor, quats: Tensor, log_scales: Tensor, t: float) -> Tuple[Tensor, Tensor, Tensor]:
+        """Rigid blend (:meth:`warp`); scales are carried unchanged (rigid motion keeps sizes)."""
+        means, quats = self.warp(means, quats, t)
+        return means, quats, torch.exp(log_scales)
+
+    def param_groups(self, lrs: "LearningRates", scene_scale: float) -> List[dict]:
+        """Rotation vectors (``lrs.rotation``, radians), translations (``lrs.motion`` x scene scale)
+        and, when learnt, centres (``lrs.nodes`` x scene scale) and log-radii (``lrs.nodes`` x 10)."""
+        groups = [{"name": "rotvecs", "params": [self.rotvecs], "lr": lrs.rotation},
+                  {"name": "translations", "params": [self.translations], "lr": lrs.motion * scene_scale}]
+        if self.cfg.learn_nodes:
+            groups += [{"name": "centers", "params": [self.centers], "lr": lrs.nodes * scene_scale},
+                       {"name": "log_radii", "params": [self.log_radii], "lr": lrs.nodes * 10}]
+        return groups
 
     def _poses(self, t: float) -> Tuple[Tensor, Tensor]:
         """Every node's motion at time t as a world transform ``x -> R x + p``: (K, 4) xyzw unit
@@ -278,14 +354,39 @@ class MotionNodesField(nn.Module):
             p[:, last + 1 :] = p[:, last : last + 1]
 
     def regularizers(self) -> Dict[str, Tensor]:
-        """Time smoothness: second difference of every node's rotation and translation over knots.
-        (An as-rigid-as-possible term between neighbouring nodes, as SC-GS, cost 1.6 to 2 dB on the
-        demo capture at weights 1 and 10: it ties nodes of neighbouring objects together.)"""
+        """``time_smoothness``: second difference of every node's rotation and translation over knots.
+        ``arap``: :meth:`arap`. Reconstruction weights ``arap`` 0: as SC-GS's term it cost 1.6 to 2 dB
+        on the demo capture at weights 1 and 10, because one field there carries every object and
+        the term ties nodes of neighbouring objects together. Generation gives each character its
+        own entity (its own field), where the term keeps a character's body rigid instead."""
         terms = []
         for p in (self.rotvecs, self.translations):
             if p.shape[1] >= 3:
                 terms.append((p[:, 2:] - 2 * p[:, 1:-1] + p[:, :-2]).square().mean())
-        return {"time_smoothness": torch.stack(terms).sum() if terms else self.rotvecs.sum() * 0}
+        return {"time_smoothness": torch.stack(terms).sum() if terms else self.rotvecs.sum() * 0,
+                "arap": self.arap()}
+
+    def arap(self) -> Tensor:
+        """As-rigid-as-possible between neighbouring nodes (SC-GS, Huang et al. 2024, eq. 7), a
+        scalar: at every knot, each node's ``ARAP_NEIGHBOURS`` nearest nodes (by canonical centre)
+        should move with its own rigid motion. Node k maps x to ``R_k (x - c_k) + c_k + T_k``, so
+        the residual for neighbour j is ``(c_j + T_j) - (c_k + T_k) - R_k (c_j - c_k)``; the mean of
+        its square over (k, j, knot). Zero for a fresh (identity) field and for any motion that is
+        one rigid motion of all nodes. Only this field's nodes take part: a term per entity never
+        couples two entities."""
+        import roma
+
+        k = self.cfg.nodes
+        if k < 2:
+            return self.rotvecs.sum() * 0
+        c = self.centers
+        with torch.no_grad():  # who neighbours whom is a layout choice, not something to optimise
+            nbr = torch.cdist(c, c).topk(min(self.ARAP_NEIGHBOURS, k - 1) + 1, largest=False).indices[:, 1:]  # (K, M)
+        d = c[nbr] - c[:, None]  # (K, M, 3) canonical offsets to the neighbours
+        R = roma.rotvec_to_rotmat(self.rotvecs)  # (K, T, 3, 3)
+        moved = d[:, :, None] + self.translations[nbr] - self.translations[:, None]  # (K, M, T, 3)
+        carried = torch.einsum("ktij,kmj->kmti", R, d)  # (K, M, T, 3)
+        return (moved - carried).square().sum(-1).mean()
 
 
 def _safe_norm(x: Tensor) -> Tensor:
@@ -330,7 +431,7 @@ def positional_encoding(x: Tensor, n_freqs: int) -> Tensor:
     return torch.cat([x, torch.sin(xb).flatten(1), torch.cos(xb).flatten(1)], dim=-1)
 
 
-class MLPField(nn.Module):
+class MLPField(_OffsetField):
     def __init__(self, cfg: MLPConfig):
         super().__init__()
         self.cfg = cfg
@@ -350,11 +451,12 @@ class MLPField(nn.Module):
         h = torch.cat([positional_encoding(x, self.cfg.pos_freqs), positional_encoding(tt, self.cfg.time_freqs)], -1)
         return self.heads(self.trunk(h))
 
-    def regularizers(self) -> Dict[str, Tensor]:
-        return {}
+    def param_groups(self, lrs: "LearningRates", scene_scale: float) -> List[dict]:
+        """One group: the whole MLP at ``lrs.deform`` x scene scale."""
+        return [{"name": "mlp", "params": list(self.parameters()), "lr": lrs.deform * scene_scale}]
 
 
-def make_field(cfg) -> nn.Module:
+def make_field(cfg) -> DeformationField:
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg)
     if isinstance(cfg, HexPlaneConfig):

@@ -2,15 +2,19 @@
 
 The strategy of 3DGS (Kerbl et al. 2023), in the shape of gsplat's ``DefaultStrategy``:
 ``initialize_state`` / ``step_pre_backward`` / ``step_post_backward``. All topology surgery —
-parameters *and* their Adam moments — happens in :func:`_update_rows`, the one place per-Gaussian
-state is resized.
+parameters *and* their Adam moments, and the scene's per-Gaussian buffers (the entity index) —
+happens in :func:`_update_rows`, the one place per-Gaussian state is resized.
+
+A step may render several times (a video prior renders G frames, a multi-view prior C cameras, an
+objective one entity at a time): ``step_post_backward`` takes every render of the step, each with
+the scene rows it drew (None: all), and every one feeds the view-space gradient statistics.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, MutableMapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -48,35 +52,48 @@ class DefaultStrategy:
         return {"grad2d": torch.zeros(n, device=device), "count": torch.zeros(n, device=device)}
 
     def step_pre_backward(self, info) -> None:
-        info.means2d.retain_grad()
+        """Keep the view-space gradient of a render (call it for every render of the step)."""
+        if info.means2d.requires_grad:
+            info.means2d.retain_grad()
 
     @torch.no_grad()
     def step_post_backward(self, params: nn.ParameterDict, optimizers: Dict[str, torch.optim.Optimizer],
-                           state: Dict[str, Tensor], step: int, info) -> Dict[str, int]:
-        """Accumulate statistics from this step's render ``info`` (a RenderOutput); refine on schedule."""
+                           state: Dict[str, Tensor], step: int, info: Union[object, Sequence],
+                           buffers: Optional[MutableMapping[str, Tensor]] = None) -> Dict[str, int]:
+        """Accumulate statistics from this step's renders; refine on schedule.
+
+        ``info``: a RenderOutput, or a list of RenderOutputs / ``(RenderOutput, rows)`` pairs, where
+        ``rows`` (M,) int64 are the scene rows that render drew (None: all N, in order).
+        ``buffers``: per-Gaussian tensors to carry through the surgery (``scene.row_buffers``)."""
         cfg = self.cfg
         if step >= cfg.refine_stop:
             return {}
-        g = info.means2d.grad  # (C, N, 2)
-        if g is not None:
+        for out, rows in _renders(info):
+            g = out.means2d.grad  # (C, M, 2)
+            if g is None:
+                continue
             g = g.clone()
-            g[..., 0] *= info.rgb.shape[2] / 2.0  # pixels -> NDC-like units, as gsplat/3DGS
-            g[..., 1] *= info.rgb.shape[1] / 2.0
-            vis = info.visible
+            g[..., 0] *= out.rgb.shape[2] / 2.0  # pixels -> NDC-like units, as gsplat/3DGS
+            g[..., 1] *= out.rgb.shape[1] / 2.0
+            vis = out.visible
             norms = g.norm(dim=-1)
-            state["grad2d"] += (norms * vis).sum(0)
-            state["count"] += vis.sum(0).float()
+            if rows is None:
+                state["grad2d"] += (norms * vis).sum(0)
+                state["count"] += vis.sum(0).float()
+            else:
+                state["grad2d"].index_add_(0, rows, (norms * vis).sum(0))
+                state["count"].index_add_(0, rows, vis.sum(0).float())
         report: Dict[str, int] = {}
         if step > cfg.refine_start and step % cfg.refine_every == 0:
-            report.update(self._grow(params, optimizers, state))
-            report.update(self._prune(params, optimizers, state, step))
+            report.update(self._grow(params, optimizers, state, buffers))
+            report.update(self._prune(params, optimizers, state, step, buffers))
             state["grad2d"].zero_()
             state["count"].zero_()
         if step > 0 and step % cfg.reset_every == 0:
             self._reset_opacity(params, optimizers)
         return report
 
-    def _grow(self, params, optimizers, state) -> Dict[str, int]:
+    def _grow(self, params, optimizers, state, buffers=None) -> Dict[str, int]:
         cfg = self.cfg
         n = params["means"].shape[0]
         avg = state["grad2d"] / state["count"].clamp_min(1)
@@ -95,14 +112,15 @@ class DefaultStrategy:
         n_clone, n_split = int(clone.sum()), int(split.sum())
         if n_clone:
             idx = torch.nonzero(clone).flatten()
-            _update_rows(params, optimizers, state, lambda name, p: torch.cat([p, p[idx]]), n_new=len(idx))
+            _update_rows(params, optimizers, state, lambda name, p: torch.cat([p, p[idx]]), n_new=len(idx),
+                         buffers=buffers)
         if n_split:
             mask = torch.cat([split, torch.zeros(n_clone, dtype=torch.bool, device=split.device)])
             idx = torch.nonzero(mask).flatten()
-            self._split(params, optimizers, state, idx)
+            self._split(params, optimizers, state, idx, buffers)
         return {"cloned": n_clone, "split": n_split}
 
-    def _split(self, params, optimizers, state, idx: Tensor) -> None:
+    def _split(self, params, optimizers, state, idx: Tensor, buffers=None) -> None:
         """Replace each selected Gaussian by two, sampled inside it, with scales / 1.6."""
         scales = torch.exp(params["log_scales"][idx])
         R = quat_to_rotmat(params["quats"][idx])
@@ -119,9 +137,9 @@ class DefaultStrategy:
                 new = p[idx].repeat(2, *[1] * (p.dim() - 1))
             return torch.cat([p[keep], new])
 
-        _update_rows(params, optimizers, state, surgery, n_new=2 * len(idx), keep=keep)
+        _update_rows(params, optimizers, state, surgery, n_new=2 * len(idx), keep=keep, buffers=buffers)
 
-    def _prune(self, params, optimizers, state, step) -> Dict[str, int]:
+    def _prune(self, params, optimizers, state, step, buffers=None) -> Dict[str, int]:
         cfg = self.cfg
         prune = torch.sigmoid(params["opacity_logits"]) < cfg.prune_opacity
         if step > cfg.reset_every:
@@ -131,7 +149,7 @@ class DefaultStrategy:
         n = int(prune.sum())
         if n:
             keep = ~prune
-            _update_rows(params, optimizers, state, lambda name, p: p[keep], n_new=0, keep=keep)
+            _update_rows(params, optimizers, state, lambda name, p: p[keep], n_new=0, keep=keep, buffers=buffers)
         return {"pruned": n}
 
     def _reset_opacity(self, params, optimizers) -> None:
@@ -144,10 +162,19 @@ class DefaultStrategy:
             st["exp_avg_sq"].zero_()
 
 
-def _update_rows(params: nn.ParameterDict, optimizers, state, fn: Callable, *, n_new: int, keep: Tensor = None) -> None:
-    """Apply row surgery ``fn(name, tensor)`` to every parameter and its Adam moments, and resize the
-    strategy state. ``fn`` keeps the rows in ``keep`` (all if None) in order and appends ``n_new``
-    new rows; new rows start with zero moments and zero statistics."""
+def _renders(info) -> Sequence[Tuple[object, Optional[Tensor]]]:
+    """``info`` as a list of (RenderOutput, rows or None)."""
+    if isinstance(info, (list, tuple)):
+        return [x if isinstance(x, tuple) else (x, None) for x in info]
+    return [(info, None)]
+
+
+def _update_rows(params: nn.ParameterDict, optimizers, state, fn: Callable, *, n_new: int, keep: Tensor = None,
+                 buffers: Optional[MutableMapping[str, Tensor]] = None) -> None:
+    """Apply row surgery ``fn(name, tensor)`` to every parameter and its Adam moments, and to every
+    per-Gaussian buffer (the entity index: a clone or split child belongs to its parent's entity),
+    and resize the strategy state. ``fn`` keeps the rows in ``keep`` (all if None) in order and
+    appends ``n_new`` new rows; new rows start with zero moments and zero statistics."""
     for name in list(params.keys()):
         old = params[name]
         new = nn.Parameter(fn(name, old.data))
@@ -164,6 +191,9 @@ def _update_rows(params: nn.ParameterDict, optimizers, state, fn: Callable, *, n
             opt.state[new] = st
         opt.param_groups[0]["params"] = [new]
         params[name] = new
+    if buffers is not None:
+        for name in list(buffers.keys()):
+            buffers[name] = fn(name, buffers[name])
     for key in list(state.keys()):
         v = state[key]
         kept = v[keep] if keep is not None else v

@@ -1,14 +1,19 @@
 """The scene folder, the one thing every command reads and writes::
 
     scene/
-      scene.json           format name + version, entities, deformation kind/config, time range,
-                           background, provenance; written LAST, so its presence means "complete"
-      weights.safetensors  canonical Gaussians (canonical.*) and deformation parameters (deformation.*)
+      scene.json           format name + version, entities (name, Gaussian count, deformation
+                           kind/config each), up axis, time range, background, provenance; written
+                           LAST, so its presence means "complete"
+      weights.safetensors  canonical Gaussians of every entity (canonical.*), each Gaussian's entity
+                           (entity.index, int64) and entity i's deformation parameters (deformation.i.*)
       cameras.json         the capture's train/test cameras (for --path train|test)
       checkpoints/         resumable training state (safetensors + JSON)
       renders/, metrics.json
 
 Every file is written atomically (temporary file + rename). No pickle anywhere.
+
+Version history: 1 (one entity; weights ``deformation.*``, no ``entity.index``, no ``up``);
+2 (several entities, ``up``). Version-1 folders load as one-entity scenes.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from cameras import Cameras
 from cameras.io import publish_mode
 
 from .deformation import config_from_dict, config_to_dict
-from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D
+from .field import PARAM_NAMES, TEMPORAL_NAMES, EntitySpec, Scene4D
 
 FORMAT = "scene4d"
-VERSION = 1
+VERSION = 2
+UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
+"""What ``scene.json``'s ``up`` may say: the world axis that points up."""
 
 
 class SceneFolderError(ValueError):
@@ -95,10 +102,39 @@ def cameras_from_json(d: dict, where: str) -> Cameras:
 
 
 def scene_tensors(scene: Scene4D) -> Dict[str, torch.Tensor]:
+    """Every tensor of ``scene`` by its weights-file name (format version 2)."""
+    scene.check_rows()
     out = {f"canonical.{k}": scene.params[k] for k in scene.param_names}
-    if scene.deformation is not None:
-        out.update({f"deformation.{k}": v for k, v in scene.deformation.state_dict().items()})
+    out["entity.index"] = scene.entity
+    for i, f in enumerate(scene.fields):
+        if f is not None:
+            out.update({f"deformation.{i}.{k}": v for k, v in f.state_dict().items()})
     return out
+
+
+def load_scene_tensors(scene: Scene4D, tensors: Dict[str, torch.Tensor], where: str = "weights") -> None:
+    """Put ``tensors`` (:func:`scene_tensors`' names, or version 1's ``deformation.*``) into
+    ``scene``, whose entities and fields must match; the Gaussian count may differ."""
+    params = {}
+    for k in scene.param_names:
+        if f"canonical.{k}" not in tensors:
+            raise SceneFolderError(f"{where}: missing tensor 'canonical.{k}'")
+        params[k] = tensors[f"canonical.{k}"]
+    scene.replace_gaussians(params, tensors.get("entity.index"))
+    _load_fields(scene, tensors, version=2 if "entity.index" in tensors else 1, where=where)
+
+
+def _load_fields(scene: Scene4D, tensors: Dict[str, torch.Tensor], *, version: int, where) -> None:
+    for i, f in enumerate(scene.fields):
+        if f is None:
+            continue
+        prefix = f"deformation.{i}." if version >= 2 else "deformation."  # version 1: one field, no index
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            f.load_state_dict(sd)
+        except RuntimeError as e:
+            raise SceneFolderError(f"{where}: deformation weights of entity {i} do not match scene.json "
+                                   f"({str(e)[:200]})") from None
 
 
 def save_scene(
@@ -109,8 +145,12 @@ def save_scene(
     test_cameras: Optional[Cameras] = None,
     background=(1.0, 1.0, 1.0),
     provenance: Optional[dict] = None,
+    up: str = "+z",
 ) -> Path:
-    """Write a complete scene folder; ``scene.json`` goes last."""
+    """Write a complete scene folder; ``scene.json`` goes last. ``up``: the world axis that points
+    up (one of :data:`UP_AXES`), for viewers and exporters."""
+    if up not in UP_AXES:
+        raise ValueError(f"up must be one of {', '.join(UP_AXES)}, not {up!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(folder / "weights.safetensors", scene_tensors(scene))
@@ -120,18 +160,21 @@ def save_scene(
     if test_cameras is not None:
         cams["test"] = cameras_to_json(test_cameras)
     atomic_write_json(folder / "cameras.json", cams)
+    counts = torch.bincount(scene.entity.detach().cpu(), minlength=scene.n_entities).tolist()
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "entities": [
             {
-                "name": "scene",
-                "n_gaussians": len(scene),
+                "name": e.name,
+                "n_gaussians": int(counts[i]),
                 "sh_degree": scene.sh_degree,
                 "temporal_opacity": scene.temporal_opacity,
-                "deformation": None if scene.deformation_cfg is None else config_to_dict(scene.deformation_cfg),
+                "deformation": None if e.deformation is None else config_to_dict(e.deformation),
             }
+            for i, e in enumerate(scene.entities)
         ],
+        "up": up,
         "time_range": [0.0, 1.0],
         "background": list(map(float, background)),
         "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(provenance or {})},
@@ -141,7 +184,8 @@ def save_scene(
 
 
 def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
-    """Read a scene folder -> (scene, scene.json dict, {"train": Cameras, "test": Cameras})."""
+    """Read a scene folder (format version 1 or 2) -> (scene, scene.json dict, {"train": Cameras,
+    "test": Cameras}). A version-1 ``scene.json`` is returned with ``up`` set to "+z"."""
     folder = Path(folder)
     if not folder.exists():
         raise SceneFolderError(f"{folder}: no such scene folder")
@@ -174,29 +218,39 @@ def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
     except Exception as e:
         raise SceneFolderError(f"{wpath}: unreadable weights ({e}); the file is damaged or truncated") from None
     ents = meta.get("entities")
-    if not isinstance(ents, list) or not ents or not isinstance(ents[0], dict):
+    if not isinstance(ents, list) or not ents or not all(isinstance(e, dict) for e in ents):
         raise SceneFolderError(f"{meta_path}: 'entities' is missing or not a list of objects; the file is damaged "
                                "(re-run scene4d reconstruct, or restore scene.json)")
+    if version < 2 and len(ents) != 1:
+        raise SceneFolderError(f"{meta_path}: a version-1 scene has exactly one entity, this one lists {len(ents)}")
+    up = meta.setdefault("up", "+z")
+    if up not in UP_AXES:
+        raise SceneFolderError(f"{meta_path}: 'up' is {up!r}; it must be one of {', '.join(UP_AXES)}")
     ent = ents[0]
-    params = {}
     names = PARAM_NAMES + (TEMPORAL_NAMES if ent.get("temporal_opacity") else ())
+    params = {}
     for k in names:
         key = f"canonical.{k}"
         if key not in tensors:
             raise SceneFolderError(f"{wpath}: missing tensor {key!r}")
         params[k] = tensors[key]
-    dcfg = ent.get("deformation")
-    try:
-        scene = Scene4D(params, config_from_dict(dcfg) if dcfg else None, sh_degree=int(ent.get("sh_degree", 0)))
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise SceneFolderError(f"{meta_path}: entities[0] does not describe a scene this scene4d can build "
-                               f"({type(e).__name__}: {str(e)[:200]}); was scene.json edited by hand?") from None
-    if scene.deformation is not None:
-        sd = {k[len("deformation."):]: v for k, v in tensors.items() if k.startswith("deformation.")}
+    index = tensors.get("entity.index")
+    if version >= 2 and index is None:
+        raise SceneFolderError(f"{wpath}: missing tensor 'entity.index'; the folder is damaged")
+    specs = []
+    for i, e in enumerate(ents):
+        dcfg = e.get("deformation")
         try:
-            scene.deformation.load_state_dict(sd)
-        except RuntimeError as e:
-            raise SceneFolderError(f"{wpath}: deformation weights do not match scene.json ({str(e)[:200]})") from None
+            specs.append(EntitySpec(str(e.get("name", f"entity{i}")), config_from_dict(dcfg) if dcfg else None))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise SceneFolderError(f"{meta_path}: entities[{i}] does not describe a scene this scene4d can build "
+                                   f"({type(err).__name__}: {str(err)[:200]}); was scene.json edited by hand?") from None
+    try:
+        scene = Scene4D(params, sh_degree=int(ent.get("sh_degree", 0)), entities=specs, entity=index)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SceneFolderError(f"{meta_path}: entities do not describe a scene this scene4d can build "
+                               f"({type(e).__name__}: {str(e)[:200]}); was scene.json edited by hand?") from None
+    _load_fields(scene, tensors, version=version, where=wpath)
     cams: Dict[str, Cameras] = {}
     cpath = folder / "cameras.json"
     if cpath.is_file():

@@ -1,36 +1,36 @@
 """Fit a 4D scene to a calibrated dynamic capture: the ``scene4d reconstruct`` job.
 
-One step: sample a training view (camera, t) -> ``scene.at(t)`` -> rasterize -> L1 + D-SSIM (+ plane
-TV and time smoothness) -> backward -> densification hooks -> optimiser steps. The first
-``warmup_iters`` fit static canonical Gaussians (the deformation is skipped), as in 4DGaussians.
+Reconstruction is one objective (:class:`PhotometricObjective`) over the shared fitting loop
+(:func:`scene4d.train.fit`, which owns optimisers, densification, checkpoints, bit-exact resume,
+progress and publishing the scene folder). One step: sample a training view (camera, t) ->
+``scene.at(t)`` -> rasterize -> L1 + D-SSIM (+ the fields' regularisers, weighted by name) ->
+backward -> densification hooks -> optimiser steps. The first ``warmup_iters`` fit static canonical
+Gaussians (the deformation is skipped), as in 4DGaussians.
 
-Checkpoints (safetensors + JSON) hold everything the next step depends on — parameters, Adam
-moments, densification statistics, RNG states, the step — so a resumed run is bit-for-bit the run
-that was interrupted.
+This module keeps the run's config (:class:`TrainConfig`, presets), the initial scene
+(:func:`initial_scene`), the objective, evaluation and :func:`train`, which joins them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import math
-import signal
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Union
 
 import torch
-from safetensors.torch import load_file
-from tqdm import tqdm
 
 from cameras import Cameras
 from renderers import default_device, rasterize
 
 from . import losses
 from .deformation import FIELD_CONFIGS, HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
-from .densify import DefaultStrategy, DensifyConfig
-from .field import PARAM_NAMES, TEMPORAL_NAMES, Scene4D, init_params
-from .io import SceneFolderError, atomic_save_tensors, atomic_write_json, save_scene
+from .densify import DensifyConfig
+from .field import Scene4D, init_params
+from .io import SceneFolderError
+from .train import FitConfig, FitResult, LearningRates, StepContext, StepPlan, claim, fit, read_checkpoint
+from .train import existing_run  # noqa: F401 (re-exported: the CLI checks a folder before the camera step)
 
 
 @dataclass
@@ -171,94 +171,121 @@ def sample_init_points(train: Cameras, center: torch.Tensor, radius: float, n: i
     return pts
 
 
-def make_optimizers(scene: Scene4D, cfg: TrainConfig, scene_scale: float):
-    lrs = {
-        "means": cfg.lr_means * scene_scale, "quats": cfg.lr_quats, "log_scales": cfg.lr_scales,
-        "opacity_logits": cfg.lr_opacity, "sh_dc": cfg.lr_sh, "sh_rest": cfg.lr_sh / 20,
-        "t_center": cfg.lr_t_center, "t_log_scale": cfg.lr_t_scale, "t_velocity": cfg.lr_t_velocity * scene_scale,
-    }
-    opts = {k: torch.optim.Adam([scene.params[k]], lr=lrs[k], eps=1e-15) for k in scene.param_names}
-    deform_opt = None
-    if scene.deformation is not None:
-        group_lr = {
-            "planes": cfg.lr_planes, "rotvecs": cfg.lr_rotation, "translations": cfg.lr_motion * scene_scale,
-            "centers": cfg.lr_nodes * scene_scale, "log_radii": cfg.lr_nodes * 10,
+def fit_config(cfg: TrainConfig, scene_scale: float) -> FitConfig:
+    """The loop's settings for a reconstruction run: ``cfg``'s learning rates, densification and
+    checkpoints; the deformation's learning rates decay after the static warm-up."""
+    lrs = LearningRates(
+        means=cfg.lr_means, quats=cfg.lr_quats, scales=cfg.lr_scales, opacity=cfg.lr_opacity, sh=cfg.lr_sh,
+        t_center=cfg.lr_t_center, t_scale=cfg.lr_t_scale, t_velocity=cfg.lr_t_velocity, deform=cfg.lr_deform,
+        planes=cfg.lr_planes, motion=cfg.lr_motion, rotation=cfg.lr_rotation, nodes=cfg.lr_nodes,
+    )
+    return FitConfig(iters=cfg.iters, lrs=lrs, scene_scale=scene_scale, deformation_lr_start=cfg.warmup_iters,
+                     densify=cfg.densify, checkpoint_every=cfg.checkpoint_every)
+
+
+def initial_scene(capture, cfg: TrainConfig, gen: torch.Generator) -> Scene4D:
+    """The scene a run starts from (on the CPU): Gaussians at the capture's sparse points (topped up
+    with random ones) or at random points all training cameras see, grey unless the points are
+    coloured; one entity with ``cfg.deformation`` (its bounds set from the capture: ``cfg`` is
+    changed), nodes laid over the points. Draws from ``gen``."""
+    cams: Cameras = capture.train.cameras
+    center, radius = capture.bounds()
+    dcfg = cfg.deformation
+    if dcfg is not None:
+        dcfg.bounds_center = tuple(float(c) for c in center)
+        dcfg.bounds_radius = float(radius)
+    colors = None
+    if getattr(capture, "points", None) is not None and capture.points.shape[0] >= 16:
+        # sparse structure-from-motion points: where the surfaces are; a few random ones fill the gaps
+        pts, colors = capture.points.float(), capture.point_colors
+        if pts.shape[0] > cfg.init_points:
+            keep = torch.randperm(pts.shape[0], generator=gen)[: cfg.init_points]
+            pts, colors = pts[keep], None if colors is None else colors[keep]
+        extra = sample_init_points(cams, center, radius, max(16, cfg.init_points // 10), gen)
+        pts = torch.cat([pts, extra])
+        if colors is not None:
+            colors = torch.cat([colors.float(), torch.full((extra.shape[0], 3), 0.5)])
+    else:
+        pts = sample_init_points(cams, center, radius, cfg.init_points, gen)
+    times = torch.rand(pts.shape[0], generator=gen) if cfg.temporal_opacity else None
+    scene = Scene4D(init_params(pts, colors, cfg.sh_degree, opacity=cfg.init_opacity, times=times,
+                                time_scale=cfg.init_time_scale), dcfg, sh_degree=cfg.sh_degree)
+    scene.initialize_fields()
+    return scene
+
+
+class PhotometricObjective:
+    """Reconstruction as an :class:`scene4d.train.Objective`: each step draws one training view
+    (inside the time curriculum's window), renders it at the resolution pyramid's level and
+    returns ``photometric`` (L1 + D-SSIM). The first ``warmup_iters`` steps fit static canonical
+    Gaussians (deformation off), as in 4DGaussians; SH bands unlock every ``sh_interval`` steps.
+
+    ``images`` (C, H, W, 3) and ``cameras`` (C views with times) on the training device;
+    ``background`` (3,) on it; ``generator`` draws the views (checkpointed as ``sampler``)."""
+
+    label = "reconstruct"
+
+    def __init__(self, images: torch.Tensor, cameras: Cameras, background: torch.Tensor, cfg: TrainConfig,
+                 generator: torch.Generator):
+        self.cfg = cfg
+        self.images, self.cameras, self.background = images, cameras, background
+        self.generator = generator
+        self.weights = {
+            "photometric": 1.0,
+            "plane_tv": cfg.plane_tv_weight,
+            "time_smoothness": cfg.time_smoothness_weight,
+            # 0: in reconstruction one field carries every object and the term ties neighbouring
+            # objects together (-1.6 to -2 dB; see MotionNodesField.regularizers)
+            "arap": 0.0,
         }
-        groups: Dict[str, list] = {}
-        for n, p in scene.deformation.named_parameters():
-            groups.setdefault(n.split(".")[0] if n.split(".")[0] in group_lr else "mlp", []).append(p)
-        deform_opt = torch.optim.Adam(
-            [{"params": ps, "lr": group_lr.get(name, cfg.lr_deform * scene_scale), "base_lr": group_lr.get(name, cfg.lr_deform * scene_scale),
-              "name": name} for name, ps in sorted(groups.items(), key=lambda kv: kv[0] != "mlp")], eps=1e-15)
-    return opts, deform_opt, lrs
+        self._sorted_times, self._frame_order = torch.sort(cameras.times.reshape(-1).double().cpu())
+        self._view_times = cameras.times.reshape(-1).tolist()  # on the host: no device sync per step
+        self._pyramid: Dict[int, tuple] = {}
+        self.ema_psnr: Optional[float] = None
 
+    def plan(self, step: int) -> StepPlan:
+        cfg = self.cfg
+        deform = step > cfg.warmup_iters
+        return StepPlan(deform=deform, train_canonical=True, train_deformation=deform,
+                        sh_degree=min(cfg.sh_degree, step // max(cfg.sh_interval, 1)))
 
-def _exp_decay(lr0: float, lr1: float, step: int, total: int) -> float:
-    f = min(max(step / max(total, 1), 0.0), 1.0)
-    return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
+    def losses(self, ctx: StepContext) -> Dict[str, torch.Tensor]:
+        cfg, gen, step = self.cfg, self.generator, ctx.step
+        window = time_window(cfg, step)
+        if window < 1.0:
+            n_in = max(1, int(torch.searchsorted(self._sorted_times, window, right=True)))
+            i = int(self._frame_order[int(torch.randint(n_in, (1,), generator=gen))])
+            ctx.scene.hold_after(float(self._sorted_times[n_in - 1]))
+        else:
+            i = int(torch.randint(len(self.cameras), (1,), generator=gen))
+        d = train_resolution(cfg, step)
+        if d not in self._pyramid:
+            self._pyramid.clear()  # levels are used in order; keep one
+            self._pyramid[d] = downscaled_views(self.images, self.cameras, d)
+        level_images, level_cams = self._pyramid[d]
+        out = ctx.render(self._view_times[i], level_cams[i], background=self.background)
+        gt = level_images[i : i + 1]
+        if step % 5 == 0:  # for the progress bar; reading a value back waits for the device
+            with torch.no_grad():
+                p = float(losses.psnr(out.rgb.detach(), gt))
+                self.ema_psnr = p if self.ema_psnr is None else 0.8 * self.ema_psnr + 0.2 * p
+        return {"photometric": losses.photometric(out.rgb, gt, cfg.lambda_dssim)}
 
+    def state_tensors(self) -> Dict[str, torch.Tensor]:
+        return {"sampler": self.generator.get_state()}
 
-# ----------------------------------------------------------------------------- checkpoints
+    def load_state_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(tensors["sampler"])
 
-
-def _opt_tensors(prefix: str, opt: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
-    out = {}
-    i = 0
-    for g in opt.param_groups:
-        for p in g["params"]:
-            st = opt.state.get(p)
-            if st:
-                out[f"{prefix}.{i}.exp_avg"] = st["exp_avg"]
-                out[f"{prefix}.{i}.exp_avg_sq"] = st["exp_avg_sq"]
-                out[f"{prefix}.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
-            i += 1
-    return out
-
-
-def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor]) -> None:
-    i = 0
-    for g in opt.param_groups:
-        for p in g["params"]:
-            key = f"{prefix}.{i}.exp_avg"
-            if key in tensors:
-                opt.state[p] = {
-                    "step": tensors[f"{prefix}.{i}.step"].reshape(()).clone(),
-                    "exp_avg": tensors[key].clone(),
-                    "exp_avg_sq": tensors[f"{prefix}.{i}.exp_avg_sq"].clone(),
-                }
-            i += 1
-
-
-def save_checkpoint(folder: Path, step: int, scene: Scene4D, opts, deform_opt, strat_state, gen: torch.Generator,
-                    cfg: TrainConfig, extra: dict) -> Path:
-    ck = Path(folder) / "checkpoints"
-    tensors = {f"canonical.{k}": scene.params[k].data for k in scene.param_names}
-    if scene.deformation is not None:
-        tensors.update({f"deformation.{k}": v for k, v in scene.deformation.state_dict().items()})
-    for k, o in opts.items():
-        tensors.update(_opt_tensors(f"adam.{k}", o))
-    if deform_opt is not None:
-        tensors.update(_opt_tensors("adam.deformation", deform_opt))
-    tensors.update({f"densify.{k}": v for k, v in strat_state.items()})
-    tensors["rng.sampler"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if scene.device.type == "cuda":  # split offsets are drawn on the device
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(scene.device)
-    atomic_save_tensors(ck / "latest.safetensors", tensors)
-    # the JSON goes last: it names the step the tensors belong to
-    atomic_write_json(ck / "latest.json", {"step": step, "config": config_to_json(cfg), **extra})
-    return ck
+    def progress_info(self) -> Dict[str, str]:
+        return {} if self.ema_psnr is None else {"psnr": f"{self.ema_psnr:.2f}"}
 
 
 # ----------------------------------------------------------------------------- the run
 
 
-@dataclass
-class RunResult:
-    scene: Scene4D
-    steps: int
-    seconds: float
-    metrics: dict
+RunResult = FitResult
+"""What :func:`train` returns: scene, steps, seconds, metrics."""
 
 
 def train(
@@ -285,66 +312,27 @@ def train(
     else the CPU). On CUDA the rasterizer is gsplat's when it is installed. A run may be resumed on
     another device; it is bit-exact on the CPU (CUDA's atomic adds make GPU runs vary in the last
     bits from run to run anyway). ``backend``: the rasterizer (auto, torch or gsplat; see
-    :func:`renderers.rasterize`).
+    :func:`renderers.rasterize`). ``cfg`` is not changed. The loop is :func:`scene4d.train.fit`.
     """
     out = Path(out)
     device = torch.device(device) if device is not None else default_device()
+    cfg = copy.deepcopy(cfg)  # the capture's bounds are written into the field's config
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    train_split = capture.train
-    images = train_split.images
-    cams: Cameras = train_split.cameras
+    cams: Cameras = capture.train.cameras
     if cams.times is None:
         raise ValueError("training cameras carry no times; a dynamic capture needs a time per view")
-    bg = torch.tensor(capture.background, dtype=torch.float32, device=device)
-    center, radius = capture.bounds()
-    scene_scale = float(radius)
-
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    dcfg = cfg.deformation
-    if dcfg is not None:
-        dcfg.bounds_center = tuple(float(c) for c in center)
-        dcfg.bounds_radius = float(radius)
-    colors = None
-    if getattr(capture, "points", None) is not None and capture.points.shape[0] >= 16:
-        # sparse structure-from-motion points: where the surfaces are; a few random ones fill the gaps
-        pts, colors = capture.points.float(), capture.point_colors
-        if pts.shape[0] > cfg.init_points:
-            keep = torch.randperm(pts.shape[0], generator=gen)[: cfg.init_points]
-            pts, colors = pts[keep], None if colors is None else colors[keep]
-        extra = sample_init_points(cams, center, radius, max(16, cfg.init_points // 10), gen)
-        pts = torch.cat([pts, extra])
-        if colors is not None:
-            colors = torch.cat([colors.float(), torch.full((extra.shape[0], 3), 0.5)])
-    else:
-        pts = sample_init_points(cams, center, radius, cfg.init_points, gen)
-    times = torch.rand(pts.shape[0], generator=gen) if cfg.temporal_opacity else None
-    scene = Scene4D(init_params(pts, colors, cfg.sh_degree, opacity=cfg.init_opacity, times=times,
-                                time_scale=cfg.init_time_scale), dcfg, sh_degree=cfg.sh_degree)
-    if hasattr(scene.deformation, "place_nodes"):
-        scene.deformation.place_nodes(pts)
-    scene.to(device)
-    strategy = DefaultStrategy(cfg.densify, scene_scale)
-    strat_state = strategy.initialize_state(len(scene), device)
-    opts, deform_opt, base_lrs = make_optimizers(scene, cfg, scene_scale)
-    start = 0
-
-    ck = out / "checkpoints"
     source = str(capture.source)
+    claim(out, resume)
     if resume:
-        if (out / "scene.json").is_file() or not (ck / "latest.json").is_file():
-            if (out / "scene.json").is_file():
-                raise FileNotFoundError(f"{out}: nothing to resume, the run there finished (scene.json is written); "
-                                        "render it, or choose another --out (or delete the folder) to run again")
-            raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/latest.json); start without --resume")
         if conflict := resume_conflict(out, source):
             raise SceneFolderError(conflict)
-        meta = json.loads((ck / "latest.json").read_text())
-        tensors = load_file(str(ck / "latest.safetensors"))
-        rng = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("rng.")]}
-        tensors = {k: v.to(device) for k, v in tensors.items()}
+        meta = read_checkpoint(out) or {}
         cfg_saved = config_from_json(meta["config"])
+        center, radius = capture.bounds()
+        if cfg.deformation is not None:  # as the run's own config has them, so they compare equal
+            cfg.deformation.bounds_center = tuple(float(c) for c in center)
+            cfg.deformation.bounds_radius = float(radius)
         if config_to_json(cfg_saved) != config_to_json(cfg):
             # the run continues with the configuration it started with, not today's flags: say so
             old, new = config_to_json(cfg_saved), config_to_json(cfg)
@@ -354,125 +342,34 @@ def train(
                       + ", ".join(f"{k} {new[k]} (the run's: {old.get(k)})" if not isinstance(new[k], dict) else k
                                   for k in changed[:6]) + (" ..." if len(changed) > 6 else ""))
             cfg = cfg_saved
-            dcfg = cfg.deformation
-        names = PARAM_NAMES + (TEMPORAL_NAMES if cfg.temporal_opacity else ())
-        params = {k: tensors[f"canonical.{k}"] for k in names}
-        scene = Scene4D(params, dcfg, sh_degree=cfg.sh_degree).to(device)
-        if scene.deformation is not None:
-            scene.deformation.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("deformation.")})
-        opts, deform_opt, base_lrs = make_optimizers(scene, cfg, scene_scale)
-        for k, o in opts.items():
-            _load_opt(f"adam.{k}", o, tensors)
-        if deform_opt is not None:
-            _load_opt("adam.deformation", deform_opt, tensors)
-        strategy = DefaultStrategy(cfg.densify, scene_scale)
-        strat_state = {k[len("densify."):]: v.clone() for k, v in tensors.items() if k.startswith("densify.")}
-        gen.set_state(rng["rng.sampler"])
-        torch.set_rng_state(rng["rng.torch"])
-        if device.type == "cuda" and "rng.cuda" in rng:
-            torch.cuda.set_rng_state(rng["rng.cuda"], device)
-        start = int(meta["step"])
-    elif why := existing_run(out):
-        raise FileExistsError(why)
+    bg = torch.tensor(capture.background, dtype=torch.float32, device=device)
+    scene_scale = float(capture.bounds()[1])
 
-    out.mkdir(parents=True, exist_ok=True)
-    total = cfg.iters
-    last = total if stop_at is None else min(total, stop_at)
-    interrupted = {"flag": False}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    # on resume this only builds the run's entities and fields; the checkpoint replaces the rest
+    scene = initial_scene(capture, cfg, gen).to(device)
+    objective = PhotometricObjective(capture.train.images.to(device), cams.to(device=device), bg, cfg, gen)
 
-    def _on_sigint(signum, frame):  # finish the current step, then checkpoint and stop
-        interrupted["flag"] = True
+    on_step = None
+    if debug:
+        def on_step(step, scene, terms, report):
+            if report:
+                print(step, report, len(scene), f"psnr {objective.ema_psnr}")
 
-    old_handler = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None
-    t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc="reconstruct", unit="it", disable=not progress, dynamic_ncols=True)
-    ema_loss, ema_psnr = None, None
-    pyramid: Dict[int, tuple] = {}
-    sorted_times, frame_order = torch.sort(cams.times.reshape(-1).double().cpu())
-    view_times = cams.times.reshape(-1).tolist()  # on the host: no device sync per step
-    images, dev_cams = images.to(device), cams.to(device=device)
-    step = start
-    try:
-        while step < last:
-            step += 1
-            _set_lrs(opts, deform_opt, base_lrs, cfg, step, scene_scale)
-            window = time_window(cfg, step)
-            if window < 1.0:
-                n_in = max(1, int(torch.searchsorted(sorted_times, window, right=True)))
-                i = int(frame_order[int(torch.randint(n_in, (1,), generator=gen))])
-                if scene.deformation is not None and hasattr(scene.deformation, "hold_after"):
-                    scene.deformation.hold_after(float(sorted_times[n_in - 1]))
-            else:
-                i = int(torch.randint(len(cams), (1,), generator=gen))
-            d = train_resolution(cfg, step)
-            if d not in pyramid:
-                pyramid.clear()  # levels are used in order; keep one
-                pyramid[d] = downscaled_views(images, dev_cams, d)
-            level_images, level_cams = pyramid[d]
-            cam = level_cams[i]
-            t = view_times[i]
-            deform = step > cfg.warmup_iters
-            degree = min(cfg.sh_degree, step // max(cfg.sh_interval, 1))
-            g = scene.at(t, deform=deform)
-            out_r = rasterize(g, cam, background=bg, sh_degree=degree, backend=backend, check=False)
-            strategy.step_pre_backward(out_r)
-            gt = level_images[i : i + 1]
-            loss = losses.photometric(out_r.rgb, gt, cfg.lambda_dssim)
-            if deform and scene.deformation is not None:
-                reg = scene.deformation.regularizers()
-                if "plane_tv" in reg:
-                    loss = loss + cfg.plane_tv_weight * reg["plane_tv"]
-                if "time_smoothness" in reg:
-                    loss = loss + cfg.time_smoothness_weight * reg["time_smoothness"]
-            loss.backward()
-            report = strategy.step_post_backward(scene.params, opts, strat_state, step, out_r)
-            if report and debug:
-                print(step, report, len(scene), f"psnr {ema_psnr}")
-            for o in opts.values():
-                o.step()
-                o.zero_grad(set_to_none=True)
-            if deform_opt is not None:
-                if deform:
-                    deform_opt.step()
-                deform_opt.zero_grad(set_to_none=True)
-            if step % 5 == 0 or report or debug:  # reading a value back waits for the device: not every step
-                with torch.no_grad():
-                    p = float(losses.psnr(out_r.rgb.detach(), gt))
-                    ema_loss = float(loss) if ema_loss is None else 0.8 * ema_loss + 0.2 * float(loss)
-                    ema_psnr = p if ema_psnr is None else 0.8 * ema_psnr + 0.2 * p
-            bar.update(1)
-            if (step % 10 == 0 or report) and ema_loss is not None:
-                bar.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", N=len(scene))
-            if step % cfg.checkpoint_every == 0 and step < total:
-                save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {"source": source})
-            if interrupted["flag"]:
-                break
-    finally:
-        bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-    seconds = time.perf_counter() - t0
-    if step < total:
-        save_checkpoint(out, step, scene, opts, deform_opt, strat_state, gen, cfg, {"source": source})
-        if interrupted["flag"]:
-            raise KeyboardInterrupt(
-                f"stopped at step {step}/{total}; checkpoint saved in {out / 'checkpoints'}. "
-                f"Continue with: scene4d reconstruct DATA --out {out} --resume"
-            )
-        return RunResult(scene, step, seconds, {})
+    def evaluate_fn(scene: Scene4D) -> dict:
+        if not evaluate:
+            return {}
+        return evaluate_scene(scene, capture, out, cfg.sh_degree, reference_at=reference_at, backend=backend)
 
-    scene.eval()
-    metrics = evaluate_scene(scene, capture, out, cfg.sh_degree, reference_at=reference_at, backend=backend) if evaluate else {}
-    metrics.update({"train_seconds": round(seconds, 2), "steps": step, "n_gaussians": len(scene)})
-    atomic_write_json(out / "metrics.json", metrics)
-    save_scene(out, scene, train_cameras=cams, test_cameras=capture.test.cameras, background=capture.background,
-               provenance={"source": str(capture.source), "format": capture.format, "config": config_to_json(cfg),
-                           **(provenance or {})})
-    # the scene is complete (scene.json is written last): a checkpoint left behind would let a later
-    # --resume go back to an earlier step and overwrite the finished scene
-    for name in ("latest.json", "latest.safetensors"):
-        (out / "checkpoints" / name).unlink(missing_ok=True)
-    return RunResult(scene, step, seconds, metrics)
+    return fit(
+        scene, objective, out, fit_config(cfg, scene_scale), resume=resume, stop_at=stop_at, progress=progress,
+        backend=backend, evaluate=evaluate_fn, on_step=on_step,
+        checkpoint_meta={"config": config_to_json(cfg), "source": source},
+        publish={"train_cameras": cams, "test_cameras": capture.test.cameras, "background": capture.background},
+        provenance={"source": source, "format": capture.format, "config": config_to_json(cfg), **(provenance or {})},
+        resume_command=f"scene4d reconstruct DATA --out {out} --resume",
+    )
 
 
 def _same_path(a, b) -> bool:
@@ -495,24 +392,6 @@ def resume_conflict(out: Path, source, shown: Optional[str] = None) -> Optional[
         return None
     return (f"{out}: the unfinished run there was fitting {was}, not {shown or source}; resume it with that data "
             f"(scene4d reconstruct {was} --out {out} --resume), or choose another --out")
-
-
-def existing_run(out: Path) -> Optional[str]:
-    """Why ``out`` cannot take a new run (None: it can): an unfinished run (continue it with
-    --resume) or a finished scene (never overwritten silently)."""
-    out = Path(out)
-    latest = out / "checkpoints" / "latest.json"
-    if (out / "scene.json").is_file():
-        return (f"{out} already holds a finished scene; choose another --out, or delete the folder to run "
-                "again (render it with: scene4d render " + str(out) + ")")
-    if latest.is_file():
-        try:
-            step = f" at step {int(json.loads(latest.read_text())['step'])}"
-        except (ValueError, KeyError, TypeError):
-            step = ""
-        return (f"{out} holds an unfinished run (stopped{step}); pass --resume to continue it, or choose another "
-                "--out")
-    return None
 
 
 def curriculum_steps(cfg: TrainConfig) -> int:
@@ -547,20 +426,6 @@ def downscaled_views(images: torch.Tensor, cams: Cameras, d: int):
     from dataclasses import replace
 
     return small.contiguous(), replace(cams, K=K, width=w, height=h)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _set_lrs(opts, deform_opt, base, cfg: TrainConfig, step: int, scene_scale: float) -> None:
-    opts["means"].param_groups[0]["lr"] = _exp_decay(base["means"], base["means"] / 100, step, cfg.iters)
-    if deform_opt is not None:
-        for g in deform_opt.param_groups:
-            lr0 = g["base_lr"]
-            g["lr"] = _exp_decay(lr0, lr0 / 10, max(0, step - cfg.warmup_iters), max(1, cfg.iters - cfg.warmup_iters))
 
 
 @torch.no_grad()

@@ -1125,7 +1125,7 @@ def load_colmap_model(folder: Union[str, Path], work_dir: Optional[Union[str, Pa
 # --------------------------------------------------------------------------- output
 def write_points_ply(path: Union[str, Path], xyz: np.ndarray, rgb: np.ndarray) -> Path:
     """Binary little-endian PLY with float x, y, z and uchar red, green, blue; written atomically."""
-    from scene4d.io import atomic_write_bytes
+    from renderers.ply import write_ply
 
     xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
     rgb = np.asarray(rgb).reshape(-1, 3)
@@ -1135,11 +1135,7 @@ def write_points_ply(path: Union[str, Path], xyz: np.ndarray, rgb: np.ndarray) -
                                   ("red", "u1"), ("green", "u1"), ("blue", "u1")])
     v["x"], v["y"], v["z"] = xyz.T
     v["red"], v["green"], v["blue"] = rgb.T
-    header = ("ply\nformat binary_little_endian 1.0\ncomment scene4d sparse points\n"
-              f"element vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
-    atomic_write_bytes(Path(path), header.encode("ascii") + v.tobytes())
-    return Path(path)
+    return write_ply(Path(path), {"vertex": v}, comments=["scene4d sparse points"])
 
 
 def read_points_ply(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:

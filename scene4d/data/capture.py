@@ -566,16 +566,19 @@ def intrinsics_fields(obj: dict, where: str) -> dict:
 
 def read_point_cloud(path: Path, where: str) -> tuple[Tensor, Optional[Tensor]]:
     """A point-cloud PLY (x, y, z and optional red, green, blue) -> (P, 3) points, (P, 3) colours in [0, 1]."""
-    from plyfile import PlyData
+    from renderers.ply import PlyError, read_ply
 
     if not path.is_file():
         raise CaptureError(f"{where}: point cloud {path} does not exist; fix ply_file_path or remove it")
     try:
-        ply = PlyData.read(str(path))
-        v = ply["vertex"]
-        names = set(v.data.dtype.names)
-    except Exception as e:  # plyfile raises several types on malformed files
-        raise CaptureError(f"{path}: not a readable point-cloud PLY ({type(e).__name__}: {e}); referenced by {where}") from None
+        ply = read_ply(path)
+    except PlyError as e:
+        raise CaptureError(f"{path}: not a readable point-cloud PLY ({str(e).replace(str(path) + ': ', '')}); "
+                           f"referenced by {where}") from None
+    if "vertex" not in ply:
+        raise CaptureError(f"{path}: no 'vertex' element (found {list(ply.elements)}); referenced by {where}")
+    v = ply["vertex"]
+    names = set(v.dtype.names)
     if not {"x", "y", "z"} <= names:
         raise CaptureError(f"{path}: the vertex element has no x, y, z properties; referenced by {where}")
     xyz = np.stack([np.asarray(v[k], dtype=np.float32) for k in ("x", "y", "z")], axis=-1)

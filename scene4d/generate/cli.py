@@ -1,0 +1,255 @@
+"""The ``generate`` and ``prior`` commands (registered in :mod:`scene4d.cli`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+
+def generate(
+    prompt: str,
+    /,
+    out: Path = Path("generated"),
+    preset: str = "toy",
+    iters: Optional[int] = None,
+    prior: str = "toy",
+    video_prior: Optional[str] = None,
+    image: Optional[Path] = None,
+    negative: str = "",
+    guidance: Optional[float] = None,
+    seed: Optional[int] = None,
+    frames: Optional[int] = None,
+    size: Optional[int] = None,
+    deformation: Optional[Literal["nodes", "hexplane", "mlp"]] = None,
+    motion_strength: Optional[float] = None,
+    entities: Optional[int] = None,
+    preview_every: Optional[int] = None,
+    resume: bool = False,
+    device: str = "auto",
+    threads: Optional[int] = None,
+    allow_cpu: bool = False,
+) -> None:
+    """Make a 4D scene from a prompt by score distillation (text-to-4D; image-to-4D with --image).
+
+    Args:
+        prompt: what to make. With the embedded toy prior (the default), a prompt of its small world:
+            "a {colour} {shape} {motion}[ next to|on top of a {colour} {shape}[ {motion}]]" (scene4d prior
+            info lists the words).
+        out: the scene folder to write (then: scene4d render OUT, scene4d export OUT).
+        preset: a generate preset in configs/generate (toy, toy-quality, analytic, sd, mvdream) or a
+            preset file (.json).
+        iters: total steps (split over the stages as the preset divides them).
+        prior: image / multi-view prior: toy (embedded), toy:PATH, analytic:SCENE (targets rendered
+            from a scene folder or .ply), sd:PATH, mvdream:PATH (diffusers folders).
+        video_prior: video prior: zeroscope:PATH, animatediff:SD_PATH,ADAPTER_PATH, svd:PATH (the toy and
+            analytic priors are their own video priors).
+        image: a reference image (image-to-4D): seen from the front camera at t = 0.
+        negative: negative prompt.
+        guidance: classifier-free guidance scale (diffusers' form).
+        seed: random seed.
+        frames: frames per video step.
+        size: render size (pixels, square).
+        deformation: the deformation field: nodes (motion nodes, default), hexplane or mlp.
+        motion_strength: weight of the video prior (more motion).
+        entities: characters: 1 keeps one field; default: as many as the prompt names (at most 2).
+        preview_every: write a views x times preview grid every N steps (0: never).
+        resume: continue the interrupted run in --out.
+        device: auto (CUDA when available), cpu or cuda.
+        threads: CPU threads (1 when other jobs share a small machine).
+        allow_cpu: run a real-size prior on the CPU anyway (days per run; see README).
+    """
+    import torch
+
+    from ..cli import UsageError, _at_least, _device
+    from .config import load_generate_preset
+    from .job import generate as run
+
+    _at_least("--iters", iters, 1)
+    _at_least("--threads", threads, 1)
+    _at_least("--frames", frames, 2)
+    _at_least("--size", size, 8)
+    if preview_every is not None and preview_every < 0:
+        raise UsageError(f"--preview-every must be 0 or more, got {preview_every}")
+    cfg = load_generate_preset(preset, deformation)
+    for name, value in (("iters", iters), ("seed", seed), ("frames", frames), ("size", size),
+                        ("motion_strength", motion_strength), ("entities", entities), ("preview_every", preview_every),
+                        ("threads", threads)):
+        if value is not None:
+            setattr(cfg, name, value)
+    if guidance is not None:
+        cfg.guidance = cfg.video_guidance = guidance
+    if entities is not None and entities not in (1, 2):
+        raise UsageError(f"--entities must be 1 or 2, got {entities}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = _device(device)
+    try:
+        res = run(prompt, out, cfg, prior=prior, video_prior=video_prior, negative=negative, image=image,
+                  resume=resume, device=dev, allow_cpu=allow_cpu, command="scene4d " + " ".join(sys.argv[1:]))
+    except KeyboardInterrupt as e:
+        print(f"scene4d generate: {e}", file=sys.stderr)
+        raise SystemExit(130)
+    m = res.metrics
+    print(f"scene written to {res.out} ({m.get('n_gaussians')} Gaussians, {res.scene.n_entities} "
+          f"entit{'y' if res.scene.n_entities == 1 else 'ies'}, {res.seconds:.0f} s)")
+    if "psnr" in m:
+        acc = ", ".join(f"{k[4:]} {v:.2f}" for k, v in m.items() if k.startswith("acc_"))
+        print(f"against the ground truth at novel views and times: PSNR {m['psnr']} dB, SSIM {m['ssim']} "
+              f"(deformation off: {m.get('psnr_deformation_off')} dB)" + (f"; attributes: {acc}" if acc else ""))
+    if res.video is not None:
+        print(f"video: {res.video}; previews: {res.out / 'previews'}")
+
+
+def prior_sample(
+    prompt: str,
+    /,
+    out: Path = Path("samples.png"),
+    prior: str = "toy",
+    views: int = 4,
+    times: int = 4,
+    steps: int = 50,
+    guidance: float = 3.0,
+    seed: int = 0,
+    size: int = 64,
+) -> None:
+    """Samples of a prior for a prompt: a grid of views (rows) x times (columns), what the prior
+    believes the prompt looks like, before any scene is fitted.
+
+    Args:
+        prompt: the prompt.
+        out: the PNG grid to write.
+        prior: toy (embedded) or toy:PATH.
+        views: cameras (rows), 360/views degrees apart.
+        times: scene times (columns), from 0 to 1.
+        steps: DDIM steps.
+        guidance: classifier-free guidance scale.
+        seed: random seed.
+        size: pixels per cell in the grid (samples are upscaled to it).
+    """
+    import torch
+
+    from ..cli import UsageError, _at_least
+    from ..media import write_image
+    from .errors import GenerateError
+    from .objective import orbit_camera
+    from .priors import load_toy, parse_spec
+    from .toyworld import CAMERA_DISTANCE, FOV_DEG, ToyPromptError, parse_prompt
+
+    _at_least("--views", views, 1)
+    _at_least("--times", times, 1)
+    _at_least("--steps", steps, 1)
+    kind, path = parse_spec(prior, "--prior", ("toy",))
+    try:
+        parse_prompt(prompt)
+    except ToyPromptError as e:
+        raise GenerateError(str(e)) from None
+    p = load_toy(path)
+    G = p.group_size
+    if views % G and G % views:
+        raise UsageError(f"--views must divide or be a multiple of the prior's group of {G}")
+    cams, ts = [], []
+    for j in range(times):
+        t = j / max(times - 1, 1)
+        for i in range(views):
+            w, _ = orbit_camera(360.0 * i / views + 20.0, 15.0, CAMERA_DISTANCE, FOV_DEG, p.native_size)
+            cams.append(w)
+            ts.append(t)
+    w2c = torch.stack(cams).reshape(-1, views, 4, 4)  # one group per time: the views of one moment
+    tt = torch.tensor(ts).reshape(-1, views)
+    imgs = p.sample(prompt, w2c, tt, steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed))
+    imgs = torch.nn.functional.interpolate(imgs.flatten(0, 1), size=(size, size), mode="nearest")
+    imgs = imgs.reshape(times, views, 3, size, size).permute(1, 3, 0, 4, 2).reshape(views * size, times * size, 3)
+    write_image(Path(out), imgs)
+    print(f"wrote {out}: {views} views (rows) x {times} times (columns) of {prompt!r}")
+
+
+def prior_train_toy(
+    out: Path = Path("toy_prior"),
+    steps: int = 20000,
+    batch: int = 32,
+    resume: bool = False,
+    workers: int = 0,
+    device: str = "auto",
+    threads: Optional[int] = None,
+    seed: int = 0,
+    checkpoint_every: int = 1000,
+    lr: float = 3e-4,
+    chunk_groups: int = 64,
+    initial_chunks: int = 8,
+    steps_per_chunk: int = 8,
+    buffer_chunks: int = 32,
+    time_budget: Optional[float] = None,
+) -> None:
+    """Train the embedded toy prior on the toy world (data rendered on the fly with fixed seeds).
+    Hours on a 2-core CPU: it checkpoints every --checkpoint-every steps and on Ctrl-C/SIGTERM, and
+    --resume continues bit for bit; OUT/prior is a usable prior folder after every checkpoint.
+
+    Args:
+        out: the training folder (OUT/prior is the prior; OUT/checkpoints the state).
+        steps: optimizer steps in all.
+        batch: groups of 4 images per step.
+        resume: continue the run in --out.
+        workers: processes rendering data (0: in this process; more when cores are free).
+        device: auto, cpu or cuda.
+        threads: torch CPU threads.
+        seed: random seed of the data and the model.
+        checkpoint_every: steps between checkpoints.
+        lr: AdamW learning rate.
+        chunk_groups: groups per rendered data chunk.
+        initial_chunks: chunks rendered before the first step.
+        steps_per_chunk: a new chunk joins the data buffer every this many steps (match it to the
+            workers' speed: the run waits for a chunk that is not ready).
+        buffer_chunks: the buffer keeps the newest this many chunks.
+        time_budget: seconds: after 300 steps, shorten --steps to end inside this (a lent GPU).
+    """
+    import torch
+
+    from ..cli import _at_least, _device
+    from .train_toy import ToyTrainConfig, train_toy_prior
+
+    _at_least("--steps", steps, 1)
+    _at_least("--batch", batch, 1)
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = ToyTrainConfig(steps=steps, batch=batch, seed=seed, checkpoint_every=checkpoint_every, lr=lr,
+                         chunk_groups=chunk_groups, initial_chunks=initial_chunks, steps_per_chunk=steps_per_chunk,
+                         buffer_chunks=buffer_chunks)
+    try:
+        res = train_toy_prior(out, cfg, resume=resume, device=_device(device), workers=workers,
+                              command="scene4d " + " ".join(sys.argv[1:]), time_budget=time_budget)
+    except KeyboardInterrupt as e:
+        print(f"scene4d prior train-toy: {e}", file=sys.stderr)
+        raise SystemExit(130)
+    print(f"trained {res.steps} steps in {res.seconds:.0f} s; the prior: {res.prior_dir}")
+
+
+def prior_info(path: Optional[Path] = None, /) -> None:
+    """What a prior folder holds (default: the embedded toy prior), and the toy world's words.
+
+    Args:
+        path: a prior folder.
+    """
+    import json
+
+    from .priors import TOY_PRIOR_DIR
+    from .toyworld import COLOURS, MOTIONS, RELATIONS, SHAPES
+
+    folder = Path(path) if path else TOY_PRIOR_DIR
+    if not folder.exists():
+        from ..cli import UsageError
+
+        raise UsageError(f"{folder}: no such prior folder")
+    print(f"prior folder {folder}:")
+    for sub in sorted(p for p in folder.iterdir()):
+        print(f"  {sub.name}{'/' if sub.is_dir() else ''}")
+    rec = folder / "training.json"
+    if rec.is_file():
+        r = json.loads(rec.read_text())
+        print(f"trained: {r.get('steps')} steps, {r.get('seconds')} s on {r.get('machine')}; command: {r.get('command')}")
+    print("toy world: a {colour} {shape} {motion}[ {relation} a {colour} {shape}[ {motion}]]")
+    print(f"  colours: {', '.join(COLOURS)}\n  shapes: {', '.join(SHAPES)}\n  motions: {', '.join(MOTIONS)}\n"
+          f"  relations: {', '.join(RELATIONS)}")
+
+
+PRIOR_COMMANDS = {"sample": prior_sample, "train-toy": prior_train_toy, "info": prior_info}

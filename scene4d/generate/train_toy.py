@@ -1,0 +1,406 @@
+"""Train the embedded toy prior on the toy world: ``scene4d prior train-toy``.
+
+Data are made on the fly from the toy world (:mod:`scene4d.generate.toyworld`) with fixed seeds: chunk
+``k`` (``chunk_groups`` groups of G = 4 images) is rendered from seed ``(seed, k)`` only, by worker
+processes when there are cores to spare. Each group is one of
+
+* ``views``: 4 cameras 90 degrees apart in azimuth, one elevation, one time (a multi-view group,
+  MVDream's training layout);
+* ``times``: one camera, 4 times spread over the clip in order (a video group);
+* ``grid``: 2 cameras 90 degrees apart x 2 times;
+
+so one model serves as the image, multi-view and video prior. Only prompts of the seen split are
+drawn (:func:`toyworld.held_out` lists what is held out).
+
+Which chunks a step may draw from is a function of the step alone (chunk ``k`` joins the buffer at
+step ``k * steps_per_chunk`` past the first ones, and the buffer keeps the newest ``buffer_chunks``),
+so a run is the same whatever the number of workers, and a resumed run re-renders its buffer and is
+bit-for-bit the run that was interrupted (on the CPU).
+
+Checkpoints (safetensors + JSON): weights, EMA weights, Adam moments, the step, RNG states. Each
+checkpoint also exports the EMA weights as a prior folder (``OUT/prior``, fp16, diffusers layout, with
+``training.json``: the command, steps, time, machine), so an interrupted run always leaves a prior
+that ``generate --prior toy:OUT/prior`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from tqdm import tqdm
+
+from ..io import atomic_save_tensors, atomic_write_json
+
+GROUP = 4
+MODES = ("views", "times", "grid")
+
+
+@dataclass
+class ToyTrainConfig:
+    """One training run of the toy prior."""
+
+    steps: int = 20000
+    """Optimizer steps."""
+    batch: int = 32
+    """Groups (of 4 images) per step."""
+    lr: float = 3e-4
+    """AdamW learning rate (after a linear warm-up; cosine decay to a tenth)."""
+    warmup: int = 500
+    weight_decay: float = 0.0
+    ema: float = 0.999
+    """Decay of the exponential moving average of the weights (the EMA weights are the ones shipped)."""
+    size: int = 32
+    channels: Tuple[int, ...] = (32, 64, 128)
+    p_drop_text: float = 0.1
+    p_drop_camera: float = 0.1
+    p_two_objects: float = 0.35
+    """Share of groups showing two objects with a relation."""
+    chunk_groups: int = 64
+    """Groups rendered per data chunk."""
+    initial_chunks: int = 8
+    """Chunks in the buffer at step 1."""
+    steps_per_chunk: int = 8
+    """A new chunk joins the buffer every this many steps."""
+    buffer_chunks: int = 32
+    """The buffer keeps the newest this many chunks."""
+    checkpoint_every: int = 1000
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- data
+def _chunk_seed(seed: int, k: int) -> int:
+    return (seed * 1_000_003 + k * 7919 + 12345) % (2**62)
+
+
+def render_chunk(seed: int, k: int, n_groups: int, size: int, p_two: float) -> Dict:
+    """Chunk ``k``: ``n_groups`` groups rendered from the seen split, from seed ``(seed, k)`` alone.
+    Returns uint8 images (n, G, 3, s, s), float32 cameras (n, G, 4, 4), times (n, G), prompts."""
+    from . import toyworld as tw
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(_chunk_seed(seed, k))
+    images, cams, times, prompts = [], [], [], []
+    for _ in range(n_groups):
+        two = float(torch.rand(1, generator=gen)) < p_two
+        scene = tw.sample_scene(gen, split="seen", objects=(0.0, 1.0) if two else (1.0, 0.0))
+        mode = MODES[int(torch.randint(len(MODES), (1,), generator=gen))]
+        az0 = float(torch.rand(1, generator=gen)) * 360.0
+        el = float(tw.ELEVATION_DEG[0] + torch.rand(1, generator=gen) * (tw.ELEVATION_DEG[1] - tw.ELEVATION_DEG[0]))
+        if mode == "views":
+            az = [az0 + 90.0 * i for i in range(GROUP)]
+            ts = [float(torch.rand(1, generator=gen))] * GROUP
+        elif mode == "times":
+            az = [az0] * GROUP
+            start = float(torch.rand(1, generator=gen)) * 0.25
+            span = 0.5 + float(torch.rand(1, generator=gen)) * (1.0 - 0.5 - start)
+            ts = [start + span * i / (GROUP - 1) for i in range(GROUP)]
+        else:
+            t0 = float(torch.rand(1, generator=gen)) * 0.5
+            t1 = t0 + 0.25 + float(torch.rand(1, generator=gen)) * (1.0 - 0.25 - t0)
+            az = [az0, az0 + 90.0, az0, az0 + 90.0]
+            ts = [t0, t0, t1, t1]
+        c = tw.sample_cameras(GROUP, gen, size=size, azimuth=torch.tensor(az), elevation=(el, el),
+                              times=torch.tensor(ts))
+        img = tw.render_gt(scene, c)  # (G, s, s, 3)
+        images.append((img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2))
+        cams.append(c.world_to_camera.float())
+        times.append(torch.tensor(ts, dtype=torch.float32))
+        prompts.append(scene.prompt())
+    return {"k": k, "images": torch.stack(images), "cameras": torch.stack(cams), "times": torch.stack(times),
+            "prompts": prompts}
+
+
+class ChunkBuffer:
+    """The chunks a step may draw from, produced in order by worker processes (or in this process)."""
+
+    def __init__(self, cfg: ToyTrainConfig, workers: int):
+        self.cfg = cfg
+        self.workers = workers
+        self.chunks: Dict[int, Dict] = {}
+        self.pending: Dict[int, object] = {}
+        self.pool = None
+        self.next_k = 0
+        if workers > 0:
+            import concurrent.futures as cf
+            import multiprocessing as mp
+
+            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+
+    def available(self, step: int) -> Tuple[int, int]:
+        """``[lo, hi)``: the chunks step ``step`` (1-based) draws from."""
+        c = self.cfg
+        hi = c.initial_chunks + (step - 1) // c.steps_per_chunk
+        return max(0, hi - c.buffer_chunks), hi
+
+    def _submit(self, upto: int) -> None:
+        c = self.cfg
+        while self.pool is not None and self.next_k < upto:
+            k = self.next_k
+            if k not in self.chunks:
+                self.pending[k] = self.pool.submit(render_chunk, c.seed, k, c.chunk_groups, c.size, c.p_two_objects)
+            self.next_k += 1
+
+    def ensure(self, step: int) -> Tuple[int, int]:
+        lo, hi = self.available(step)
+        if self.pool is not None:
+            self.next_k = max(self.next_k, lo)
+            self._submit(hi + 2 * self.workers)  # keep every worker busy ahead of need
+        for k in range(lo, hi):
+            if k in self.chunks:
+                continue
+            if k in self.pending:
+                self.chunks[k] = self.pending.pop(k).result()
+            else:
+                c = self.cfg
+                self.chunks[k] = render_chunk(c.seed, k, c.chunk_groups, c.size, c.p_two_objects)
+        for k in [k for k in self.chunks if k < lo]:
+            del self.chunks[k]
+        return lo, hi
+
+    def batch(self, step: int, n: int, gen: torch.Generator):
+        lo, hi = self.ensure(step)
+        per = self.cfg.chunk_groups
+        idx = torch.randint((hi - lo) * per, (n,), generator=gen).tolist()
+        imgs, cams, times, prompts = [], [], [], []
+        for i in idx:
+            ch = self.chunks[lo + i // per]
+            j = i % per
+            imgs.append(ch["images"][j])
+            cams.append(ch["cameras"][j])
+            times.append(ch["times"][j])
+            prompts.append(ch["prompts"][j])
+        return (torch.stack(imgs).float() / 255.0, torch.stack(cams), torch.stack(times), prompts)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------- the run
+def _lr(cfg: ToyTrainConfig, step: int) -> float:
+    if step <= cfg.warmup:
+        return cfg.lr * step / max(cfg.warmup, 1)
+    f = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
+
+
+def _opt_tensors(opt: torch.optim.Optimizer, params) -> Dict[str, torch.Tensor]:
+    out = {}
+    for i, p in enumerate(params):
+        st = opt.state.get(p)
+        if st:
+            out[f"adam.{i}.exp_avg"] = st["exp_avg"]
+            out[f"adam.{i}.exp_avg_sq"] = st["exp_avg_sq"]
+            out[f"adam.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+    return out
+
+
+def toy_vocabulary() -> List[str]:
+    """Every word of the toy grammar (the tokenizer builds each whole)."""
+    from . import toyworld as tw
+
+    words = {"a", "an"}
+    for phrase in tw.SHAPES + tw.COLOURS + tw.MOTIONS + tw.RELATIONS:
+        words.update(phrase.split())
+    return sorted(words)
+
+
+@dataclass
+class ToyTrainResult:
+    prior_dir: Path
+    steps: int
+    seconds: float
+    losses: List[float] = field(default_factory=list)
+
+
+def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, device=None, workers: int = 0,
+                    progress: bool = True, stop_at: Optional[int] = None, command: str = "",
+                    time_budget: Optional[float] = None) -> ToyTrainResult:
+    """Train (or continue training) the toy prior into ``out`` (``out/prior`` is the usable folder).
+
+    ``time_budget`` (seconds, for a lent GPU): after 300 steps the run measures its speed (over steps 101-300) and
+    shortens ``cfg.steps`` so that it ends inside the budget (the learning-rate schedule then
+    follows the new length; the change is recorded in ``training.json``)."""
+    from diffusion_prior.toy import new_toy_prior, trainable_parameters, training_loss  # not in data workers
+
+    out = Path(out)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ck = out / "checkpoints"
+    if not resume and (ck / "latest.json").is_file():
+        raise FileExistsError(f"{out} holds an unfinished training run; pass --resume to continue it, or choose "
+                              "another --out")
+    if resume and not (ck / "latest.json").is_file():
+        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/latest.json); start without --resume")
+    start, seconds_before = 0, 0.0
+    if resume:
+        meta = json.loads((ck / "latest.json").read_text())
+        saved = meta["config"]
+        saved["channels"] = tuple(saved["channels"])
+        if asdict(cfg) != saved and any(k != "steps" and saved[k] != v for k, v in asdict(cfg).items()):
+            print("resuming with the settings the run started with (only --steps may change)")
+        cfg = ToyTrainConfig(**{**saved, "steps": cfg.steps})
+    prior = new_toy_prior(toy_vocabulary(), size=cfg.size, channels=cfg.channels, seed=cfg.seed)
+    prior.to(device)
+    params = trainable_parameters(prior)
+    for p in params:
+        p.requires_grad_(True)
+    prior.unet.train()
+    prior.text_encoder.train()
+    ema = [p.detach().clone().float() for p in params]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if resume:
+        from safetensors.torch import load_file
+
+        t = load_file(str(ck / "latest.safetensors"))
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(t[f"param.{i}"].to(device))
+                ema[i].copy_(t[f"ema.{i}"].to(device))
+                if f"adam.{i}.exp_avg" in t:
+                    opt.state[p] = {"step": t[f"adam.{i}.step"].reshape(()).clone(),
+                                    "exp_avg": t[f"adam.{i}.exp_avg"].to(device),
+                                    "exp_avg_sq": t[f"adam.{i}.exp_avg_sq"].to(device)}
+        gen.set_state(t["rng.sampler"])
+        start = int(meta["step"])
+        seconds_before = float(meta.get("seconds", 0.0))
+    buffer = ChunkBuffer(cfg, workers)
+    last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    stop = {"flag": False}
+    old = None
+    if _main_thread():
+        old = {s: signal.signal(s, lambda *_: stop.__setitem__("flag", True)) for s in (signal.SIGINT, signal.SIGTERM)}
+    use_amp = device.type == "cuda"
+    t0 = time.perf_counter()
+    losses: List[float] = []
+    bar = tqdm(total=cfg.steps, initial=start, desc="train-toy", unit="it", disable=not progress, dynamic_ncols=True)
+    ema_loss = None
+    step = start
+    imgs_seen = 0
+
+    def save(step: int) -> None:
+        tensors = {f"param.{i}": p.detach() for i, p in enumerate(params)}
+        tensors.update({f"ema.{i}": e for i, e in enumerate(ema)})
+        tensors.update(_opt_tensors(opt, params))
+        tensors["rng.sampler"] = gen.get_state()
+        atomic_save_tensors(ck / "latest.safetensors", tensors)
+        secs = seconds_before + time.perf_counter() - t0
+        atomic_write_json(ck / "latest.json", {"step": step, "config": asdict(cfg), "seconds": round(secs, 1)})
+        export_prior(prior, params, ema, out / "prior", {
+            "command": command, "steps": step, "of_steps": cfg.steps, "seconds": round(secs, 1),
+            "machine": _machine(device), "config": asdict(cfg),
+            "images_seen": step * cfg.batch * GROUP, "final_loss_ema": ema_loss, "budget": budget_note,
+            "held_out": held_out_record()})
+
+    budget_note = None
+    try:
+        while step < last:
+            step += 1
+            if time_budget is not None and step == start + 101:
+                t_101 = time.perf_counter()  # after the first chunks and the warm-up of the kernels
+            if time_budget is not None and step == start + 301:
+                per = (time.perf_counter() - t_101) / 200
+                fit_steps = int(step + 0.92 * (time_budget - (time.perf_counter() - t0)) / per)
+                if fit_steps < cfg.steps:
+                    budget_note = f"steps cut from {cfg.steps} to {fit_steps} to fit {time_budget:.0f} s ({per * 1000:.1f} ms/step)"
+                    print("\n" + budget_note)
+                    cfg.steps = max(step, fit_steps)
+                    last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+                    bar.total = cfg.steps
+            imgs, cams, times, prompts = buffer.batch(step, cfg.batch, gen)
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg, step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = training_loss(prior, imgs.to(device), cams, times, prompts, gen,
+                                     p_drop_text=cfg.p_drop_text, p_drop_camera=cfg.p_drop_camera)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            with torch.no_grad():
+                d = min(cfg.ema, (1 + step) / (10 + step))  # short runs: the average starts young
+                torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - d)
+            imgs_seen += cfg.batch * GROUP
+            if step % 10 == 0 or step == last:
+                lv = float(loss)
+                losses.append(lv)
+                ema_loss = lv if ema_loss is None else 0.9 * ema_loss + 0.1 * lv
+                el = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{ema_loss:.4f}", img_s=f"{imgs_seen / max(el, 1e-9):.0f}",
+                                chunks=f"{buffer.available(step)[1]}")
+            bar.update(1)
+            if step % cfg.checkpoint_every == 0 or step == last or stop["flag"]:
+                save(step)
+            if stop["flag"]:
+                break
+    finally:
+        bar.close()
+        buffer.close()
+        if old:
+            for s, h in old.items():
+                signal.signal(s, h)
+    if stop["flag"] and step < cfg.steps:
+        raise KeyboardInterrupt(f"stopped at step {step}/{cfg.steps}; checkpoint and prior saved in {out}. Continue "
+                                f"with: scene4d prior train-toy --out {out} --resume")
+    return ToyTrainResult(out / "prior", step, seconds_before + time.perf_counter() - t0, losses)
+
+
+def export_prior(prior, params, ema, folder: Path, record: dict) -> Path:
+    """The EMA weights as an fp16 prior folder (written beside, then swapped in whole)."""
+    import shutil
+    import tempfile
+
+    with torch.no_grad():
+        live = [p.detach().clone() for p in params]
+        for p, e in zip(params, ema):
+            p.copy_(e.to(p.dtype))
+        folder = Path(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=".prior.", dir=folder.parent if folder.parent.exists() else None))
+        try:
+            prior.save_pretrained(tmp, dtype=torch.float16)
+            (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+            old = folder.with_name(folder.name + ".old")
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for p, v in zip(params, live):
+                p.copy_(v)
+    return folder
+
+
+def held_out_record() -> dict:
+    """The held-out split, as recorded beside the weights."""
+    from . import toyworld as tw
+
+    from dataclasses import asdict
+
+    return {k: [list(x) for x in v] for k, v in asdict(tw.held_out()).items()}
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPU cores"
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m for quick runs
+    train_toy_prior(Path(sys.argv[1]), ToyTrainConfig(steps=int(sys.argv[2]) if len(sys.argv) > 2 else 100))

@@ -1,0 +1,177 @@
+"""The one fitting loop, shared by reconstruction and generation (see :mod:`scene4d.train`)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch
+from tqdm import tqdm
+
+from renderers import rasterize
+
+from ..densify import DefaultStrategy
+from ..field import Scene4D
+from ..io import atomic_write_json, save_scene
+from .config import FitConfig
+from .objective import Objective, StepContext, StepPlan, weighted_sum
+from .state import TrainState, claim, make_optimizers, remove_checkpoint
+
+
+@dataclass
+class FitResult:
+    scene: Scene4D
+    steps: int
+    """The last step done (``cfg.iters`` when the run finished)."""
+    seconds: float
+    """Seconds in the loop (this call only)."""
+    metrics: dict
+    """``evaluate``'s metrics + train_seconds, steps, n_gaussians (empty when the run stopped early)."""
+
+
+def exp_decay(lr0: float, lr1: float, step: int, total: int) -> float:
+    """``lr0`` at step 0 to ``lr1`` at ``total``, exponentially (log-linear), clamped outside."""
+    f = min(max(step / max(total, 1), 0.0), 1.0)
+    return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
+
+
+def set_learning_rates(state: TrainState, cfg: FitConfig, step: int, scale: float = 1.0) -> None:
+    """The learning rates of step ``step`` (1-based): centres decay over the run, deformation groups
+    after ``deformation_lr_start``, the rest stay at their initial value; all times ``scale``."""
+    for k, o in state.optimizers.items():
+        g = o.param_groups[0]
+        lr = exp_decay(g["base_lr"], g["base_lr"] / cfg.means_lr_decay, step, cfg.iters) if k == "means" else g["base_lr"]
+        g["lr"] = lr * scale if scale != 1.0 else lr
+    if state.deform_optimizer is not None:
+        start = cfg.deformation_lr_start
+        for g in state.deform_optimizer.param_groups:
+            lr0 = g["base_lr"]
+            lr = exp_decay(lr0, lr0 / cfg.deformation_lr_decay, max(0, step - start), max(1, cfg.iters - start))
+            g["lr"] = lr * scale if scale != 1.0 else lr
+
+
+def fit(
+    scene: Scene4D,
+    objective: Objective,
+    out: Path,
+    cfg: FitConfig,
+    *,
+    resume: bool = False,
+    stop_at: Optional[int] = None,
+    progress: bool = True,
+    backend: str = "auto",
+    provenance: Optional[dict] = None,
+    publish: Optional[dict] = None,
+    evaluate: Optional[Callable[[Scene4D], dict]] = None,
+    checkpoint_meta: Optional[dict] = None,
+    on_step: Optional[Callable[[int, Scene4D, Dict[str, torch.Tensor], Dict[str, int]], None]] = None,
+    resume_command: Optional[str] = None,
+) -> FitResult:
+    """Fit ``scene`` (on its device) to ``objective`` and publish it as the scene folder ``out``;
+    see the package docstring for the step and the arguments."""
+    out = Path(out)
+    claim(out, resume)
+    strategy = DefaultStrategy(cfg.densify, cfg.scene_scale) if cfg.densify is not None else None
+    if resume:
+        state = TrainState.load(out, scene, cfg, objective)
+        if strategy is None:
+            state.strategy_state = {}
+    else:
+        opts, deform_opt = make_optimizers(scene, cfg)
+        strat = strategy.initialize_state(len(scene), scene.device) if strategy is not None else {}
+        state = TrainState(scene, opts, deform_opt, strat, 0)
+    meta = dict(checkpoint_meta or {})
+    out.mkdir(parents=True, exist_ok=True)
+
+    total = cfg.iters
+    last = total if stop_at is None else min(total, stop_at)
+    interrupted = {"flag": False}
+
+    def _on_sigint(signum, frame):  # finish the current step, then checkpoint and stop
+        interrupted["flag"] = True
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=state.step, desc=getattr(objective, "label", "fit"), unit="it",
+               disable=not progress, dynamic_ncols=True)
+    ema_loss = None
+
+    def render(ctx: StepContext, t, cameras, *, deform, background, entities, sh_degree):
+        g = scene.at(t, deform=deform, entities=entities)
+        r = rasterize(g, cameras, background=background, sh_degree=sh_degree, backend=backend, check=False)
+        if strategy is not None and ctx.plan.train_canonical:
+            strategy.step_pre_backward(r)
+        ctx.renders.append((r, scene.rows(entities)))
+        return r
+
+    step = state.step
+    try:
+        while step < last:
+            step += 1
+            plan: StepPlan = objective.plan(step)
+            set_learning_rates(state, cfg, step, plan.lr_scale)
+            ctx = StepContext(scene, step, plan, getattr(objective, "generator", None), render)
+            terms = dict(objective.losses(ctx))
+            if plan.deform and plan.train_deformation:
+                for k, v in scene.regularizers().items():
+                    if k in terms:
+                        raise KeyError(f"the objective's loss term {k!r} has the name of a field regulariser")
+                    terms[k] = v
+            loss = weighted_sum(terms, objective.weights)
+            loss.backward()
+            report: Dict[str, int] = {}
+            if plan.train_canonical:
+                if strategy is not None:
+                    report = strategy.step_post_backward(scene.params, state.optimizers, state.strategy_state, step,
+                                                         ctx.renders, buffers=scene.row_buffers)
+                for o in state.optimizers.values():
+                    o.step()
+                    o.zero_grad(set_to_none=True)
+            else:
+                for o in state.optimizers.values():
+                    o.zero_grad(set_to_none=True)
+            if state.deform_optimizer is not None:
+                if plan.deform and plan.train_deformation:
+                    state.deform_optimizer.step()
+                state.deform_optimizer.zero_grad(set_to_none=True)
+            state.step = step
+            if on_step is not None:
+                on_step(step, scene, terms, report)
+            if step % 5 == 0 or report:  # reading a value back waits for the device: not every step
+                value = float(loss.detach())
+                ema_loss = value if ema_loss is None else 0.8 * ema_loss + 0.2 * value
+            bar.update(1)
+            if (step % 10 == 0 or report) and ema_loss is not None:
+                bar.set_postfix(loss=f"{ema_loss:.4f}", **objective.progress_info(), N=len(scene))
+            if step % cfg.checkpoint_every == 0 and step < total:
+                state.save(out, cfg, objective, meta)
+            if interrupted["flag"]:
+                break
+    finally:
+        bar.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    seconds = time.perf_counter() - t0
+    if step < total:
+        state.save(out, cfg, objective, meta)
+        if interrupted["flag"]:
+            hint = resume_command or f"the same command with --resume (--out {out})"
+            raise KeyboardInterrupt(f"stopped at step {step}/{total}; checkpoint saved in {out / 'checkpoints'}. "
+                                    f"Continue with: {hint}")
+        return FitResult(scene, step, seconds, {})
+
+    scene.eval()
+    metrics = dict(evaluate(scene)) if evaluate is not None else {}
+    metrics.update({"train_seconds": round(seconds, 2), "steps": step, "n_gaussians": len(scene)})
+    atomic_write_json(out / "metrics.json", metrics)
+    save_scene(out, scene, provenance=provenance, **(publish or {}))
+    # the scene is complete (scene.json is written last): a checkpoint left behind would let a later
+    # --resume go back to an earlier step and overwrite the finished scene
+    remove_checkpoint(out)
+    return FitResult(scene, step, seconds, metrics)
