@@ -332,7 +332,7 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
                 torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - d)
             imgs_seen += cfg.batch * GROUP
             if step % 10 == 0 or step == last:
-                lv = float(loss)
+                lv = float(loss.detach())
                 losses.append(lv)
                 ema_loss = lv if ema_loss is None else 0.9 * ema_loss + 0.1 * lv
                 el = time.perf_counter() - t0
