@@ -184,13 +184,19 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
         c, r = img_prior.scene.bounds()
         center, scale = tuple(float(v) for v in c), float(r)
         cfg.background = tuple(img_prior.background)
-    emb = img_prior.encode_prompt(prompt, negative)
-    vemb = vid_prior.encode_prompt(prompt, negative) if vid_prior is not None and vid_prior is not img_prior else emb
-    ents = split_entities(prompt, cfg.entities)
     reference = None
     if image is not None:
         rgb, alpha = _read_image(image, cfg.size, cfg.background)
         reference = (rgb, alpha)
+    emb = img_prior.encode_prompt(prompt, negative)
+    if vid_prior is not None and vid_prior.kind == "image_to_video":
+        if reference is None:
+            raise GenerateError(f"--video-prior {video_prior}: an image-to-video prior animates a picture; give one "
+                                "with --image ref.png (image-to-4D)")
+        vemb = vid_prior.encode_prompt(prompt, negative, image=reference[0].permute(2, 0, 1))
+    else:
+        vemb = vid_prior.encode_prompt(prompt, negative) if vid_prior is not None and vid_prior is not img_prior else emb
+    ents = split_entities(prompt, cfg.entities)
     scene = initial_scene(cfg, ents, center, scale).to(device)
     stats = []
     with torch.no_grad():
