@@ -45,6 +45,8 @@ def analytic(args) -> dict:
         save_scene(target, moving_spheres_scene())
         runs = [("static: assets/demo_splat.ply", "assets/demo_splat.ply", {"static_share": 1.0}),
                 ("dynamic: two spheres with exact motion", str(target), {})]
+        if args.only:
+            runs = [r for r in runs if r[0].startswith(args.only)]
         for name, path, over in runs:
             cfg = load_generate_preset("analytic")
             cfg.size = args.size
@@ -111,6 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--analytic", action="store_true")
     ap.add_argument("--toy", action="store_true")
+    ap.add_argument("--only", default=None, help="--analytic: only the run whose name starts so (static, dynamic)")
     ap.add_argument("--prior", default=None, help="toy prior folder (default: the shipped one)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=None)
