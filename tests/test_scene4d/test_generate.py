@@ -161,7 +161,8 @@ def test_train_toy_one_step_changes_weights_and_resume_is_bit_exact(tmp_path):
 @pytest.mark.parametrize("image_kind, video_kind", [("sd", "zeroscope"), ("mvdream", "animatediff"), ("sd", "svd")])
 def test_every_tiny_diffusers_prior_runs_every_stage(tmp_path, image_kind, video_kind):
     """Tiny random priors saved as diffusers folders and loaded by path run the static, motion and
-    refine stages: the weights stay finite and the motion stage moves the deformation off the identity."""
+    refine stages: every gradient the optimisers apply is finite, and the motion stage moves the
+    deformation off the identity."""
     from PIL import Image
 
     from diffusion_prior.tiny import tiny_folder
@@ -174,8 +175,24 @@ def test_every_tiny_diffusers_prior_runs_every_stage(tmp_path, image_kind, video
     if video_kind == "svd":
         image = tmp_path / "ref.png"
         Image.new("RGB", (32, 32), (200, 40, 30)).save(image)
-    res = generate("a red ball", tmp_path / "g", cfg, prior=f"{image_kind}:{ip}", video_prior=f"{video_kind}:{vp}",
-                   image=image, progress=False, video=False, allow_cpu=True)
+    seen = {"finite": True, "tensors": 0}
+    real_step = torch.optim.Adam.step
+
+    def checked_step(opt, *a, **k):  # every gradient an optimiser applies is finite
+        for g in opt.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    seen["tensors"] += 1
+                    seen["finite"] &= bool(torch.isfinite(p.grad).all())
+        return real_step(opt, *a, **k)
+
+    torch.optim.Adam.step = checked_step
+    try:
+        res = generate("a red ball", tmp_path / "g", cfg, prior=f"{image_kind}:{ip}", video_prior=f"{video_kind}:{vp}",
+                       image=image, progress=False, video=False, allow_cpu=True)
+    finally:
+        torch.optim.Adam.step = real_step
+    assert seen["finite"] and seen["tensors"] > 0, seen
     assert res.steps == 6
     w = load_file(str(tmp_path / "g" / "weights.safetensors"))
     assert all(torch.isfinite(v).all() for v in w.values())
