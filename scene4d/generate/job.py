@@ -121,7 +121,9 @@ def _read_image(path: Path, size: int, background) -> Tuple[torch.Tensor, torch.
     except (UnidentifiedImageError, OSError) as e:
         raise GenerateError(f"--image {path}: not an image PIL can read ({type(e).__name__}); give a PNG or JPEG") from None
     im = im.convert("RGBA").resize((size, size), Image.LANCZOS)
-    a = torch.tensor(list(im.getdata()), dtype=torch.float32).reshape(size, size, 4) / 255.0
+    import numpy as np
+
+    a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).reshape(size, size, 4) / 255.0
     rgb, alpha = a[..., :3], a[..., 3:]
     bg = torch.tensor(background)
     if float(alpha.min()) > 0.99:  # no alpha channel: the foreground is what differs from the background
