@@ -14,8 +14,6 @@ need the times themselves (``needs_times`` False) nor the cameras.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Optional, Tuple
 
 import torch

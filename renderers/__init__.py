@@ -25,6 +25,7 @@ from .gaussians import (
     Gaussians,
     covariances,
     eval_sh,
+    quat_multiply,
     quat_to_rotmat,
     rgb_to_sh0,
     sh0_to_rgb,
@@ -191,5 +192,5 @@ def _background(background, C, dt, dev) -> Optional[Tensor]:
 
 __all__ = [
     "Gaussians", "GaussianError", "RasterOptions", "RenderOutput", "RenderError", "rasterize",
-    "gsplat_available", "default_device", "resolve_backend", "covariances", "eval_sh", "quat_to_rotmat", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
+    "gsplat_available", "default_device", "resolve_backend", "covariances", "eval_sh", "quat_multiply", "quat_to_rotmat", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
 ]

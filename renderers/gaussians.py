@@ -160,6 +160,18 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     return R.reshape(q.shape[:-1] + (3, 3))
 
 
+def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product of (..., 4) wxyz quaternions (rotation ``a`` after ``b``)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], dim=-1)
+
+
 def covariances(quats: Tensor, scales: Tensor) -> Tensor:
     """(N, 3, 3) world covariances ``R S S R^T`` from (N, 4) wxyz quats and (N, 3) linear scales."""
     M = quat_to_rotmat(quats) * scales[..., None, :]

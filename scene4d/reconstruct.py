@@ -22,12 +22,13 @@ from typing import Dict, Optional, Union
 import torch
 
 from cameras import Cameras
-from renderers import default_device, rasterize
+from renderers import default_device
 
 from . import losses
 from .deformation import FIELD_CONFIGS, HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
 from .densify import DensifyConfig
 from .field import Scene4D, init_params
+from .render import render_split  # noqa: F401  (reconstruct.render_split: its old home)
 from .io import SceneFolderError
 from .train import FitConfig, FitResult, LearningRates, StepContext, StepPlan, claim, fit, read_checkpoint
 from .train import existing_run  # noqa: F401 (re-exported: the CLI checks a folder before the camera step)
@@ -428,18 +429,6 @@ def downscaled_views(images: torch.Tensor, cams: Cameras, d: int):
     return small.contiguous(), replace(cams, K=K, width=w, height=h)
 
 
-@torch.no_grad()
-def render_split(scene: Scene4D, cams: Cameras, background, sh_degree: int, backend: str = "auto") -> torch.Tensor:
-    """Every view of ``cams`` at its own time, rendered where the scene lives; (C, H, W, 3) on the CPU."""
-    dev = scene.device
-    times = cams.times.reshape(-1).tolist()
-    cams = cams.to(device=dev)
-    bg = torch.as_tensor(background, dtype=torch.float32, device=dev)
-    frames = []
-    for i in range(len(cams)):
-        g = scene.at(times[i])
-        frames.append(rasterize(g, cams[i], background=bg, sh_degree=sh_degree, backend=backend, check=False).rgb[0].cpu())
-    return torch.stack(frames)
 
 
 @torch.no_grad()

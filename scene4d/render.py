@@ -189,6 +189,20 @@ def make_path(
     raise UsageError(f"--path must be orbit, spiral, dolly, train, test or a camera_path.json; got {path!r}")
 
 
+@torch.no_grad()
+def render_split(scene, cams: Cameras, background, sh_degree: int, backend: str = "auto") -> torch.Tensor:
+    """Every view of ``cams`` at its own time, rendered where the scene lives; (C, H, W, 3) on the CPU."""
+    dev = scene.device
+    times = cams.times.reshape(-1).tolist()
+    cams = cams.to(device=dev)
+    bg = torch.as_tensor(background, dtype=torch.float32, device=dev)
+    frames = []
+    for i in range(len(cams)):
+        g = scene.at(times[i])
+        frames.append(rasterize(g, cams[i], background=bg, sh_degree=sh_degree, backend=backend, check=False).rgb[0].cpu())
+    return torch.stack(frames)
+
+
 @dataclass
 class RenderResult:
     video: Path

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from cameras import Cameras, intrinsics_from_fov, look_at
 from cameras.conventions import opencv_w2c_to_opengl_c2w, rotmat_to_quat_wxyz
-from renderers import Gaussians, rasterize
+from renderers import Gaussians, quat_multiply, rasterize
 from scene4d.procedural import checker_color, sphere_samples, surface_splats
 
 from .capture import BackgroundSpec, parse_background
@@ -130,18 +130,6 @@ def object_labels() -> Tensor:
     return _canonical()[1].clone()
 
 
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of (..., 4) wxyz quaternions (rotation ``a`` after ``b``)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
-
-
 def scene_at(t: Union[float, Tensor], orbiter_turns: float = 0.0) -> Gaussians:
     """The ground-truth Gaussians (float32, SH degree 0) at time ``t`` in [0, 1] (``orbiter_turns``:
     see :func:`object_poses`).
@@ -155,7 +143,7 @@ def scene_at(t: Union[float, Tensor], orbiter_turns: float = 0.0) -> Gaussians:
     for i, (R, T) in enumerate(object_poses(t, orbiter_turns)):
         m = labels == i
         means[m] = g.means[m] @ R.T + T
-        quats[m] = _quat_mul(rotmat_to_quat_wxyz(R).expand(int(m.sum()), 4), g.quats[m])
+        quats[m] = quat_multiply(rotmat_to_quat_wxyz(R).expand(int(m.sum()), 4), g.quats[m])
     return Gaussians(means, quats, g.scales.clone(), g.opacities.clone(), g.sh.clone())
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional, Tuple, Union

@@ -10,20 +10,19 @@ folder. Beside the ordinary scene folder it writes ``previews/`` (views x times 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from cameras import Cameras
 
 from ..field import Scene4D, init_params
-from ..io import atomic_write_json
+from ..render import render_split
 from ..train import FitConfig, LearningRates, fit
 from ..train.state import read_checkpoint
 from .config import GenerateConfig, config_from_json, config_to_json
@@ -298,17 +297,6 @@ def _novel_cameras(cfg: GenerateConfig, center, scale: float, size: int, n_views
     return Cameras(torch.stack(ks), torch.stack(ws), size, size, times=torch.tensor(ts))
 
 
-@torch.no_grad()
-def _render_each(scene, cams: Cameras, background) -> torch.Tensor:
-    from renderers import rasterize
-
-    bg = torch.tensor(background, dtype=torch.float32, device=scene.device)
-    cams = cams.to(device=scene.device)
-    out = []
-    times = cams.times.tolist()
-    for i in range(len(cams)):
-        out.append(rasterize(scene.at(times[i]), cams[i], background=bg, check=False).rgb[0].clamp(0, 1).cpu())
-    return torch.stack(out)
 
 
 def analytic_metrics(scene, target_fn, cfg: GenerateConfig, center, scale: float, size: Optional[int] = None) -> dict:
@@ -316,10 +304,10 @@ def analytic_metrics(scene, target_fn, cfg: GenerateConfig, center, scale: float
 
     size = size or cfg.size
     cams = _novel_cameras(cfg, center, scale, size)
-    pred = _render_each(scene, cams, cfg.background)
+    pred = render_split(scene, cams, cfg.background, cfg.sh_degree).clamp(0, 1)
     gt = target_fn(cams.world_to_camera[:, None], cams.K[:, None], cams.times[:, None], size, size)[:, 0]
     gt = gt.permute(0, 2, 3, 1)
-    static = _render_each(_Frozen(scene), cams, cfg.background)
+    static = render_split(_Frozen(scene), cams, cfg.background, cfg.sh_degree).clamp(0, 1)
     return {"psnr": round(float(losses.psnr(pred, gt)), 3), "ssim": round(float(losses.ssim(pred, gt)), 4),
             "psnr_deformation_off": round(float(losses.psnr(static, gt)), 3), "eval_views": len(cams)}
 
@@ -343,10 +331,10 @@ def toy_metrics(scene, toy_scene, cfg: GenerateConfig, size: Optional[int] = Non
 
     size = size or cfg.size
     cams = _novel_cameras(cfg, (0.0, 0.0, 0.0), 1.0, size)
-    pred = _render_each(scene, cams, cfg.background)
+    pred = render_split(scene, cams, cfg.background, cfg.sh_degree).clamp(0, 1)
     gt = tw.render_gt(toy_scene, cams)
     m = {"psnr": round(float(losses.psnr(pred, gt)), 3), "ssim": round(float(losses.ssim(pred, gt)), 4),
-         "psnr_deformation_off": round(float(losses.psnr(_render_each(_Frozen(scene), cams, cfg.background), gt)), 3),
+         "psnr_deformation_off": round(float(losses.psnr(render_split(_Frozen(scene), cams, cfg.background, cfg.sh_degree).clamp(0, 1), gt)), 3),
          "eval_views": len(cams), "prompt": toy_scene.prompt()}
     try:
         acc = toy_attributes(scene, toy_scene, cfg)
@@ -370,7 +358,7 @@ def toy_attributes(scene, toy_scene, cfg: GenerateConfig) -> dict:
                             0.5 * (cfg.fov[0] + cfg.fov[1]), size)
         ts = torch.linspace(0, 1, 8)
         cams = Cameras(k.expand(8, 3, 3), w.expand(8, 4, 4), size, size, times=ts)
-        frames = _render_each(scene, cams, cfg.background)
+        frames = render_split(scene, cams, cfg.background, cfg.sh_degree).clamp(0, 1)
         if n_obj == 1:
             cls = tw.classify(frames, cams)
         else:

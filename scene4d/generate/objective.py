@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from cameras import Cameras, look_at
+from cameras import Cameras, intrinsics_from_fov, look_at
 from diffusion_prior import DiffusionPrior, PromptEmbeds, TimestepSchedule
 
 from ..train.objective import StepContext, StepPlan
@@ -41,9 +41,7 @@ def orbit_camera(azimuth_deg: float, elevation_deg: float, radius: float, fov_de
     c = torch.tensor(center, dtype=torch.float32)
     eye = c + radius * torch.tensor([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
     w2c = look_at(eye[None], c, torch.tensor([0.0, 0.0, 1.0]))[0]
-    f = 0.5 * size / math.tan(math.radians(fov_deg) / 2)
-    K = torch.tensor([[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]])
-    return w2c, K
+    return w2c, intrinsics_from_fov(math.radians(fov_deg), size, size)
 
 
 class ScoreDistillation:

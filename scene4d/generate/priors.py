@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -125,7 +124,3 @@ def load_video_prior(spec: str, device="cpu", allow_cpu: bool = False):
     return loading.load_prior({"zeroscope": "video", "modelscope": "video", "animatediff": "animatediff",
                                "svd": "svd"}[kind], path, device=device, allow_cpu=allow_cpu)
 
-
-def fov_to_K(fov_deg: float, size: int) -> torch.Tensor:
-    f = 0.5 * size / math.tan(math.radians(fov_deg) / 2)
-    return torch.tensor([[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]])

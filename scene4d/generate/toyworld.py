@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from cameras import Cameras, intrinsics_from_fov, look_at
-from renderers import Gaussians, rasterize, rgb_to_sh0
+from renderers import Gaussians, quat_multiply, rasterize, rgb_to_sh0
 from scene4d.procedural import sphere_samples, surface_splats
 
 __all__ = [
@@ -226,7 +226,7 @@ class ToyScene:
         for obj, pose in zip(self.objects, self.object_poses(t)):
             g = canonical_object(obj.colour, obj.shape)
             means = pose.T + pose.scale * (g.means @ pose.R.T)
-            quats = _quat_mul(pose.quat.expand(len(g), 4), g.quats)
+            quats = quat_multiply(pose.quat.expand(len(g), 4), g.quats)
             parts.append(Gaussians(means, quats, g.scales * pose.scale, g.opacities, g.sh))
         if len(parts) == 1:  # fresh tensors: the canonical objects are cached and shared
             g = parts[0]
@@ -435,18 +435,6 @@ def _object_poses(scene: ToyScene, t: float) -> List[ObjectPose]:
         top_centre = pb.T + pb.scale * (pb.R @ torch.tensor([0.0, 0.0, object_height(bottom.shape)]))
         return [_pose(top, top_centre, slots[0][1], t), pb]
     return [_pose(o, origin, s, t) for o, (origin, s) in zip(scene.objects, slots)]
-
-
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of (..., 4) wxyz quaternions (rotation ``a`` after ``b``)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
 
 
 # =========================================================================== grammar
@@ -888,7 +876,7 @@ def _reference_poses(shape: str) -> List[Tuple[Tensor, Tensor]]:
         for tilt in tilts:
             Rz, qz = _axis_angle(2, yaw)
             Ry, qy = _axis_angle(1, tilt)
-            out.append((Ry @ Rz, _quat_mul(qy, qz)))
+            out.append((Ry @ Rz, quat_multiply(qy, qz)))
     return out
 
 
@@ -911,7 +899,7 @@ def reference_silhouettes(cameras: Cameras, scale: float = 1.0, colour: str = "r
         per_pose = []
         for R, q in _reference_poses(shape):
             means = origin + scale * (g.means @ R.T)
-            gg = Gaussians(means, _quat_mul(q.expand(len(g), 4), g.quats), g.scales * scale, g.opacities, g.sh)
+            gg = Gaussians(means, quat_multiply(q.expand(len(g), 4), g.quats), g.scales * scale, g.opacities, g.sh)
             if occluder is not None:
                 gg = Gaussians.cat([gg, occluder])
             rgb = rasterize(gg, cams, background=background, backend="torch", check=False).rgb.clamp(0, 1)

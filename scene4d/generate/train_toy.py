@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from ..io import atomic_save_tensors, atomic_write_json
+from ..train.state import _load_opt, _opt_tensors
 
 GROUP = 4
 MODES = ("views", "times", "grid")
@@ -194,16 +195,6 @@ def _lr(cfg: ToyTrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
 
 
-def _opt_tensors(opt: torch.optim.Optimizer, params) -> Dict[str, torch.Tensor]:
-    out = {}
-    for i, p in enumerate(params):
-        st = opt.state.get(p)
-        if st:
-            out[f"adam.{i}.exp_avg"] = st["exp_avg"]
-            out[f"adam.{i}.exp_avg_sq"] = st["exp_avg_sq"]
-            out[f"adam.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
-    return out
-
 
 def toy_vocabulary() -> List[str]:
     """Every word of the toy grammar (the tokenizer builds each whole)."""
@@ -267,10 +258,7 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
             for i, p in enumerate(params):
                 p.copy_(t[f"param.{i}"].to(device))
                 ema[i].copy_(t[f"ema.{i}"].to(device))
-                if f"adam.{i}.exp_avg" in t:
-                    opt.state[p] = {"step": t[f"adam.{i}.step"].reshape(()).clone(),
-                                    "exp_avg": t[f"adam.{i}.exp_avg"].to(device),
-                                    "exp_avg_sq": t[f"adam.{i}.exp_avg_sq"].to(device)}
+        _load_opt("adam", opt, {k: v.to(device) if not k.endswith(".step") else v for k, v in t.items()})
         gen.set_state(t["rng.sampler"])
         start = int(meta["step"])
         seconds_before = float(meta.get("seconds", 0.0))
@@ -291,7 +279,7 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
     def save(step: int) -> None:
         tensors = {f"param.{i}": p.detach() for i, p in enumerate(params)}
         tensors.update({f"ema.{i}": e for i, e in enumerate(ema)})
-        tensors.update(_opt_tensors(opt, params))
+        tensors.update(_opt_tensors("adam", opt))
         tensors["rng.sampler"] = gen.get_state()
         atomic_save_tensors(ck / "latest.safetensors", tensors)
         secs = seconds_before + time.perf_counter() - t0
