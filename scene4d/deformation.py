@@ -217,6 +217,10 @@ class MotionNodesConfig:
     """Let node centres and radii move during training (SC-GS); False keeps their initial layout."""
     bounds_radius: float = 1.5
     bounds_center: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    neighbours: int = 0
+    """Nodes blended per point: the this-many strongest (SC-GS blends its 4 nearest), 0 for all. Each
+    keeps its share less the next node's, so weights stay continuous where the set changes. With 4
+    the field is exactly a 4-influence skin (``export --format mesh-anim`` writes it without loss)."""
 
 
 class MotionNodesField(DeformationField):
@@ -320,7 +324,18 @@ class MotionNodesField(DeformationField):
         c = self.centers
         # |x - c|^2 expanded: one matrix product (cdist's backward costs ~5x more here)
         d2 = (means.square().sum(-1, keepdim=True) - 2 * means @ c.t() + c.square().sum(-1)).clamp_min(0)
-        return torch.softmax(-0.5 * d2 * torch.exp(-2 * self.log_radii), dim=-1)
+        logits = -0.5 * d2 * torch.exp(-2 * self.log_radii)
+        k = self.cfg.neighbours
+        if 0 < k < logits.shape[-1]:
+            # the k strongest nodes blend, each less the (k+1)-th's share: a node entering or leaving
+            # the k does so at weight 0, so the weights stay continuous in x (no popping)
+            with torch.no_grad():
+                top = logits.topk(k + 1, dim=-1).indices
+            a = torch.softmax(logits.gather(-1, top), dim=-1)
+            w = (a[..., :k] - a[..., k:]).clamp_min(0) + 1e-12
+            w = w / w.sum(-1, keepdim=True)
+            return torch.zeros_like(logits).scatter(-1, top[..., :k], w)
+        return torch.softmax(logits, dim=-1)
 
     def warp(self, means: Tensor, quats: Tensor, t: float) -> Tuple[Tensor, Tensor]:
         """Canonical (N, 3) means and (N, 4) wxyz quats -> their values at time t."""

@@ -26,9 +26,9 @@ import numpy as np
 from renderers.ply import write_atomic
 
 from ..formats import mesh as geo
-from ..formats.frames import quat_mul
 from ..render import UsageError
 from . import mesh as mesh_unit
+from . import skin
 
 NAME, SUFFIX, LOSSY = "mesh-anim", ".glb", True
 K_NEAREST = 4
@@ -142,9 +142,21 @@ def write_from_source(src, out: Path, opts, F, t_ref: float, times) -> dict:
         g0 = src.scene.at(t_ref)
     if len(g0) == 0:
         raise UsageError(f"{src.path}: the scene has no Gaussians at t={t_ref:g}; nothing to export")
+    why_not = skin.skinnable(src.scene)
+    mode = opts.animation
+    if mode not in ("auto", "skin", "morph"):
+        raise UsageError(f"unknown --animation {mode!r}; choose auto, skin or morph")
+    if mode == "skin" and why_not:
+        raise UsageError(f"{src.path}: --animation skin needs a motion-nodes scene, but {why_not}; "
+                         "use --animation morph (morph targets, any motion)")
+    if not 1 <= opts.influences <= 64:
+        raise UsageError(f"--influences must be 1..64 joints per vertex, got {opts.influences} (4 is what every "
+                         "engine reads; Unity and Blender take more)")
     v, f, c, info = mesh_unit.extract(g0, src.up, views=opts.views, size=opts.view_size, voxel=opts.voxel,
                                       faces=opts.faces)
     geo.check_mesh(v, f, str(out))
+    if mode != "morph" and why_not is None:
+        return _write_skin(src, out, opts, F, t_ref, times, v, f, c, g0, info)
     mu0 = g0.means.detach().double().numpy()
     op0 = g0.opacities.detach().double().numpy()
     opaque = np.flatnonzero(op0 > 0.1)
@@ -181,7 +193,8 @@ def write_from_source(src, out: Path, opts, F, t_ref: float, times) -> dict:
     seconds = [k / opts.fps for k in range(len(times))]
     write_atomic(out, [glb_bytes(v_out, f, c, deltas, seconds)])
     info.update({"frames": len(times), "fps": opts.fps, "reference_time": t_ref, "morph_targets": len(times),
-                 "k_nearest": K_NEAREST})
+                 "k_nearest": K_NEAREST, "animation": "morph targets",
+                 **({"why_not_skin": why_not} if why_not else {})})
     base = track[int(np.argmin(np.abs(np.asarray(times) - t_ref)))]
     notes = []
     if fade > 0.1:
@@ -191,3 +204,26 @@ def write_from_source(src, out: Path, opts, F, t_ref: float, times) -> dict:
             "sh_degree_written": 0, "n_gaussians": len(g0), "mesh": info, "notes": notes,
             "errors": {"vertex_to_gaussians_p95_of_extent_per_frame": [round(x, 6) for x in track],
                        "at_reference_frame": round(base, 6), "worst_frame": round(max(track), 6)}}
+
+
+def _write_skin(src, out: Path, opts, F, t_ref: float, times, v, f, c, g0, info) -> dict:
+    """The exact skin of a motion-nodes scene (:mod:`scene4d.export.skin`)."""
+    # keys at the frames and at the fields' own knots, where the motion turns from one screw to the
+    # next: between two keys a player's interpolation then follows a single screw
+    t0, t1 = float(times[0]), float(times[-1])
+    knots = {round(i / (f.cfg.time_resolution - 1), 12)
+             for f in src.scene.fields if f is not None and f.cfg.time_resolution > 1
+             for i in range(f.cfg.time_resolution)}
+    keys = sorted({round(float(t), 12) for t in times} | {k for k in knots if t0 < k < t1})
+    span = max(len(times) - 1, 1) / opts.fps
+    seconds = [0.0 if t1 == t0 else (t - t0) / (t1 - t0) * span for t in keys]
+    b = skin.build(src.scene, v, g0, t_ref, keys, seconds, F, influences=opts.influences)
+    if b["det_negative"]:
+        f = f[:, ::-1]
+    write_atomic(out, [skin.glb_bytes(b["verts"], f, c, b["joints"], b["weights"], b["ibm"], b["rest_T"], b["rest_q"],
+                                      b["key_T"], b["key_q"], seconds, b["animated"])])
+    info.update({"frames": len(times), "fps": opts.fps, "reference_time": t_ref, "animation": "skin",
+                 "keys": len(keys), "key_times": keys, **b["info"]})
+    return {"format_version": "glTF 2.0 skinned mesh: one joint per motion node, translation + rotation keys per frame",
+            "sh_degree_written": 0, "n_gaussians": len(g0), "mesh": info, "notes": [],
+            "errors": b["errors"]}

@@ -24,6 +24,8 @@ def export_scene(
     view_size: int = 256,
     voxel: float = 0.0,
     faces: int = 0,
+    animation: str = "auto",
+    influences: int = 4,
     threads: Optional[int] = None,
 ) -> None:
     """Write a scene (at one time, or as a frame sequence) in a format other tools read, plus
@@ -36,8 +38,9 @@ def export_scene(
             manifest.json), splat (antimatter15, 32 B/Gaussian, no SH), spz (Niantic, compressed),
             glb (glTF + KHR_gaussian_splatting), splatv (splaTV/gsplat.js: motion polynomials fitted over
             the time range, no SH), mesh (.glb/.obj/.ply triangles with vertex colours, by TSDF
-            fusion of rendered depth), mesh-anim (.glb: that mesh moved by the scene's motion, one morph
-            target per frame, played by a glTF animation), mesh-sequence (a folder: one .glb mesh per
+            fusion of rendered depth), mesh-anim (.glb: that mesh moved by the scene's motion: a glTF
+            skin with one joint per motion node for motion-nodes scenes, else one morph target per
+            frame; see --animation), mesh-sequence (a folder: one .glb mesh per
             frame + manifest.json, for things that appear and leave), usd (.usda/.usdc:
             ParticleField3DGaussianSplat, time-sampled with --frames; needs usd-core). Default: from
             --out's suffix.
@@ -58,6 +61,10 @@ def export_scene(
         view_size: mesh: size of each square view in pixels.
         voxel: mesh: grid spacing in scene units (default: the opaque extent / 192).
         faces: mesh: decimate to at most this many triangles (default: keep all).
+        animation: mesh-anim: skin (glTF skin, one joint per motion node: exact for motion-nodes
+            scenes), morph (one morph target per frame: any motion), auto (skin where exact).
+        influences: mesh-anim skin: joints per vertex (1-64; 4 is what every engine reads, Unity and
+            Blender take more: JOINTS_1, WEIGHTS_1, ...).
         threads: CPU threads (default: torch's, all cores); 1 when other jobs share a small machine.
     """
     from .job import ExportOptions, export
@@ -73,7 +80,8 @@ def export_scene(
     rec = export(scene, Path(out), ExportOptions(format=format, target=target, up=up, time=time, frames=frames,
                                                  fps=fps, sh_degree=sh_degree, spz_version=spz_version,
                                                  segments=segments, tolerance=tolerance, views=views,
-                                                 view_size=view_size, voxel=voxel, faces=faces))
+                                                 view_size=view_size, voxel=voxel, faces=faces,
+                                                 animation=animation, influences=influences))
     t = rec["time"]["times"]
     when = f"t={t[0]:g}" if len(t) == 1 else f"t={t[0]:g}..{t[-1]:g} in {rec['segments']} segment(s)" \
         if rec["format"] == "splatv" else f"{len(t)} frames t={t[0]:g}..{t[-1]:g} at {rec['time']['fps']:g} fps"
@@ -88,7 +96,11 @@ def export_scene(
     err = rec.get("fit_errors")
     if isinstance(err, dict) and err:
         nums = {k: v for k, v in err.items() if isinstance(v, (int, float))}
-        if rec["format"] == "mesh-anim":
+        if rec["format"] == "mesh-anim" and rec["mesh"].get("animation") == "skin":
+            print(f"  skin: {rec['mesh']['joints']} joints, {rec['mesh']['influences']} per vertex; replay vs the field: "
+                  f"max {err['skin_replay_max_of_extent_at_keys']:.2e} of the extent at the keys, "
+                  f"{err['skin_replay_max_of_extent_between_keys']:.2e} between them")
+        elif rec["format"] == "mesh-anim":
             print(f"  tracking: vertices to the nearest Gaussian, p95 {nums['at_reference_frame']:.2%} of the extent at "
                   f"the extracted frame, {nums['worst_frame']:.2%} at the worst frame")
         else:
@@ -100,7 +112,7 @@ def export_scene(
     print(f"  record: {record_path(Path(out))}")
 
 
-def import_file(file: Path, /, out: Path, up: Optional[str] = None) -> None:
+def import_file(file: Path, /, out: Path, up: Optional[str] = None, frame: Optional[str] = None) -> None:
     """Make a static scene folder from a splat file (.ply, .splat, .spz v1-v4, .glb with
     KHR_gaussian_splatting) that render and export accept.
 
@@ -108,11 +120,13 @@ def import_file(file: Path, /, out: Path, up: Optional[str] = None) -> None:
         file: the splat file.
         out: the scene folder to create (must not exist or be empty).
         up: the file's up axis (+z, -y, ...). Default: undo FILE.export.json if scene4d wrote
-            the file, else the format's convention (ply/splat/spz: -y, glb: +y); the scene is
-            stored Z-up.
+            the file, else the frame tag in its header (ply, glb), else the format's convention
+            (ply/splat/spz: -y, glb: +y); the scene is stored Z-up.
+        frame: the --target the file was exported for (generic, gltf, unity, blender): e.g. unity
+            for a mirrored .spz/.splat whose OUT.export.json is lost.
     """
     from .importer import import_file as run
 
-    info = run(Path(file), Path(out), up)
+    info = run(Path(file), Path(out), up, frame)
     print(f"wrote scene {out} ({info['n_gaussians']} Gaussians, SH {info['sh_degree']}, from {info['format']}; "
           f"frame: {info['frame']}; up {info['up']})")

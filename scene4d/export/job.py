@@ -35,7 +35,8 @@ UNITS = {"ply": ply, "splat": splat, "spz": spz, "glb": glb, "splatv": splatv, "
          "mesh-anim": animated, "usd": usd}
 FORMATS = ("ply", "ply-sequence", "splat", "spz", "glb", "splatv", "mesh", "mesh-anim", "mesh-sequence", "usd")
 NOT_YET = {
-    "skin": "skinned glTF export is not implemented yet; --format mesh-anim writes morph targets",
+    "skin": "a skinned mesh is --format mesh-anim (a skin for motion-nodes scenes, morph targets otherwise; "
+            "--animation skin|morph chooses)",
 }
 WRITER = "scene4d 0.1.0"
 
@@ -56,6 +57,10 @@ class ExportOptions:
     view_size: int = 256
     voxel: float = 0.0
     faces: int = 0
+    animation: str = "auto"
+    influences: int = 4
+    scene_up: str = "+z"
+    """Set by the job: the source's up axis (the frame tag ply/glb files carry records it)."""
 
 
 @dataclass
@@ -189,7 +194,6 @@ def export(path: Path, out: Path, opts: ExportOptions) -> dict:
     if fmt == "spz" and opts.spz_version not in (2, 3, 4):
         raise UsageError(f"--spz-version must be 2, 3 or 4, got {opts.spz_version}")
     sequence = fmt in ("ply-sequence", "mesh-sequence")
-    dynamic = sequence or fmt == "splatv"
     if fmt in ("mesh", "usd"):
         if out.suffix.lower() not in UNITS[fmt].SUFFIXES:
             raise UsageError(f"--out {out}: a {fmt} file ends in {', '.join(UNITS[fmt].SUFFIXES)}")
@@ -197,6 +201,7 @@ def export(path: Path, out: Path, opts: ExportOptions) -> dict:
         raise UsageError(f"--out {out}: a {fmt} file ends in {UNITS[fmt].SUFFIX}")
     check_writable(out, folder=sequence)
     src = load_source(path, opts.up)
+    opts.scene_up = src.up
     if fmt == "splatv":
         if opts.time is not None or opts.frames is not None:
             raise UsageError("splatv holds the whole time range; --time/--frames do not apply (see --segments)")

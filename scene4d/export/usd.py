@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats import Splats, sigmoid
+from ..formats import sigmoid
 from ..formats.frames import transform_splats
 from ..render import UsageError
 

@@ -199,3 +199,27 @@ def frame_matrix4(F: np.ndarray) -> list:
     M = np.eye(4)
     M[:3, :3] = F
     return [[float(v) + 0.0 for v in row] for row in M]
+
+
+# --------------------------------------------------------------------------- the frame a file says it is in
+FRAME_TAG = "scene4d-frame"
+
+
+def frame_tag(target: str, scene_up: str) -> str:
+    """What ply (a header comment) and glb (``asset.extras``) files carry when they are not in their
+    format's usual frame: ``scene4d-frame target=unity up=+z`` (the target written for and the
+    scene's up axis), so that import undoes the change without ``OUT.export.json``."""
+    return f"{FRAME_TAG} target={target} up={parse_up(scene_up)}"
+
+
+def parse_frame_tag(text: str):
+    """(target, scene up) from :func:`frame_tag`'s text, or None."""
+    parts = str(text).split()
+    if not parts or parts[0] != FRAME_TAG:
+        return None
+    kv = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    try:
+        target, up = kv["target"], parse_up(kv["up"])
+    except (KeyError, ValueError):
+        return None
+    return (target, up) if target in TARGETS else None

@@ -44,7 +44,7 @@ def sh_attribute_names(degree: int) -> list:
     return [f"{EXT}:SH_DEGREE_{l}_COEF_{n}" for l in range(degree + 1) for n in range(2 * l + 1)]
 
 
-def encode(s: Splats, *, color_fallback: bool = True, generator: str = "scene4d") -> bytes:
+def encode(s: Splats, *, color_fallback: bool = True, generator: str = "scene4d", extras: dict = None) -> bytes:
     """Splats -> ``.glb`` bytes."""
     n = len(s)
     cols = {
@@ -73,7 +73,7 @@ def encode(s: Splats, *, color_fallback: bool = True, generator: str = "scene4d"
         blobs.append(b)
         off += len(b)  # every blob is a multiple of 4 bytes
     doc = {
-        "asset": {"version": "2.0", "generator": generator},
+        "asset": {"version": "2.0", "generator": generator, **({"extras": extras} if extras else {})},
         "extensionsUsed": [EXT],
         "scene": 0,
         "scenes": [{"nodes": [0]}],

@@ -180,6 +180,7 @@ def prior_train_toy(
     steps_per_chunk: int = 8,
     buffer_chunks: int = 32,
     time_budget: Optional[float] = None,
+    init: Optional[Path] = None,
 ) -> None:
     """Train the embedded toy prior on the toy world (data rendered on the fly with fixed seeds).
     Hours on a 2-core CPU: it checkpoints every --checkpoint-every steps and on Ctrl-C/SIGTERM, and
@@ -202,6 +203,8 @@ def prior_train_toy(
             workers' speed: the run waits for a chunk that is not ready).
         buffer_chunks: the buffer keeps the newest this many chunks.
         time_budget: seconds: after 300 steps, shorten --steps to end inside this (a lent GPU).
+        init: a toy prior folder to start from (e.g. scene4d/assets_data/toy_prior: continue training the
+            shipped weights with a fresh optimizer); ignored with --resume.
     """
     import torch
 
@@ -217,10 +220,14 @@ def prior_train_toy(
                          buffer_chunks=buffer_chunks)
     try:
         res = train_toy_prior(out, cfg, resume=resume, device=_device(device), workers=workers,
-                              command="scene4d " + " ".join(sys.argv[1:]), time_budget=time_budget)
+                              command="scene4d " + " ".join(sys.argv[1:]), time_budget=time_budget,
+                              init=init)
     except KeyboardInterrupt as e:
         print(f"scene4d prior train-toy: {e}", file=sys.stderr)
         raise SystemExit(130)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"scene4d prior train-toy: {e}", file=sys.stderr)
+        raise SystemExit(2)
     print(f"trained {res.steps} steps in {res.seconds:.0f} s; the prior: {res.prior_dir}")
 
 

@@ -216,12 +216,16 @@ class ToyTrainResult:
 
 def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, device=None, workers: int = 0,
                     progress: bool = True, stop_at: Optional[int] = None, command: str = "",
-                    time_budget: Optional[float] = None) -> ToyTrainResult:
+                    time_budget: Optional[float] = None, init: Optional[Path] = None) -> ToyTrainResult:
     """Train (or continue training) the toy prior into ``out`` (``out/prior`` is the usable folder).
 
     ``time_budget`` (seconds, for a lent GPU): after 300 steps the run measures its speed (over steps 101-300) and
     shortens ``cfg.steps`` so that it ends inside the budget (the learning-rate schedule then
-    follows the new length; the change is recorded in ``training.json``)."""
+    follows the new length; the change is recorded in ``training.json``).
+
+    ``init`` (a toy prior folder, e.g. the shipped one): start from its weights instead of random ones
+    (a warm start: fresh Adam moments and schedule; its ``training.json`` is kept as ``init`` in the
+    new record, so the shipped weights' whole history stays beside them)."""
     from diffusion_prior.toy import new_toy_prior, trainable_parameters, training_loss  # not in data workers
 
     out = Path(out)
@@ -241,6 +245,11 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
             print("resuming with the settings the run started with (only --steps may change)")
         cfg = ToyTrainConfig(**{**saved, "steps": cfg.steps})
     prior = new_toy_prior(toy_vocabulary(), size=cfg.size, channels=cfg.channels, seed=cfg.seed)
+    init_record = None
+    if init is not None and not resume:
+        init_record = _warm_start(prior, Path(init))
+    elif resume:
+        init_record = meta.get("init")
     prior.to(device)
     params = trainable_parameters(prior)
     for p in params:
@@ -283,12 +292,13 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
         tensors["rng.sampler"] = gen.get_state()
         atomic_save_tensors(ck / "latest.safetensors", tensors)
         secs = seconds_before + time.perf_counter() - t0
-        atomic_write_json(ck / "latest.json", {"step": step, "config": asdict(cfg), "seconds": round(secs, 1)})
+        atomic_write_json(ck / "latest.json", {"step": step, "config": asdict(cfg), "seconds": round(secs, 1),
+                                               "init": init_record})
         export_prior(prior, params, ema, out / "prior", {
             "command": command, "steps": step, "of_steps": cfg.steps, "seconds": round(secs, 1),
             "machine": _machine(device), "config": asdict(cfg),
             "images_seen": step * cfg.batch * GROUP, "final_loss_ema": ema_loss, "budget": budget_note,
-            "held_out": held_out_record()})
+            "held_out": held_out_record(), **({"init": init_record} if init_record else {})})
 
     budget_note = None
     try:
@@ -341,6 +351,21 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
         raise KeyboardInterrupt(f"stopped at step {step}/{cfg.steps}; checkpoint and prior saved in {out}. Continue "
                                 f"with: scene4d prior train-toy --out {out} --resume")
     return ToyTrainResult(out / "prior", step, seconds_before + time.perf_counter() - t0, losses)
+
+
+def _warm_start(prior, folder: Path) -> dict:
+    """Copy a saved toy prior's weights into ``prior`` (same architecture and words, or a one-line error)."""
+    from diffusion_prior.multiview import MultiViewPrior
+
+    src = MultiViewPrior.from_pretrained(folder)
+    for name in ("unet", "text_encoder"):
+        mine, theirs = getattr(prior, name).state_dict(), getattr(src, name).state_dict()
+        if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+            raise ValueError(f"--init {folder}: its {name} does not match this run's architecture (size, channels "
+                             "or vocabulary differ); start from scratch or use a prior trained with these settings")
+        getattr(prior, name).load_state_dict({k: v.float() for k, v in theirs.items()})
+    rec = folder / "training.json"
+    return {"folder": str(folder), "record": json.loads(rec.read_text()) if rec.is_file() else None}
 
 
 def export_prior(prior, params, ema, folder: Path, record: dict) -> Path:

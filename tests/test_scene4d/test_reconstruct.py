@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from scene4d.cli import main
 from scene4d.data import load_capture
 from scene4d.data.synthetic import make_dnerf_capture
-from scene4d.deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig
+from scene4d.deformation import HexPlaneConfig, MLPConfig, MotionNodesConfig, MotionNodesField
 from scene4d.densify import DensifyConfig
 from scene4d.field import Scene4D, init_params
 from scene4d.io import SceneFolderError, load_scene
@@ -104,6 +104,36 @@ def test_motion_nodes_hold_after_freezes_the_motion_past_the_window():
         nodes.hold_after(0.4)  # window [0, 0.4] reaches knot 2 (t = 0.4)
     torch.testing.assert_close(nodes.translations[0, :, 0], torch.tensor([0.0, 0.1, 0.3, 0.3, 0.3, 0.3]))
     torch.testing.assert_close(nodes.rotvecs[0, :, 2], torch.tensor([0.0, 0.5, 1.0, 1.0, 1.0, 1.0]))
+
+
+def test_motion_nodes_neighbours_blend_only_the_strongest_and_stay_continuous():
+    """``neighbours=k``: each point blends its k strongest nodes, weights summing to 1,
+    differentiable in the centres and radii, and continuous along a path where the set of k
+    changes (no popping); 0 keeps the full softmax."""
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(200, 3, generator=g)
+    full = MotionNodesField(MotionNodesConfig(nodes=10))
+    near = MotionNodesField(MotionNodesConfig(nodes=10, neighbours=3))
+    full.place_nodes(pts)
+    near.place_nodes(pts)
+    with torch.no_grad():
+        near.log_radii.add_(torch.linspace(-0.5, 0.5, 10))
+        full.log_radii.copy_(near.log_radii)
+    w = near.weights(pts)
+    assert ((w > 0).sum(1) == 3).all()
+    torch.testing.assert_close(w.sum(1), torch.ones(200))
+    strongest = full.weights(pts).topk(3).indices  # the full softmax ranks the nodes the same way
+    assert torch.equal(torch.sort(strongest, 1).values, torch.sort(w.topk(3).indices, 1).values)
+    assert (full.weights(pts) > 0).all()
+    w.square().sum().backward()
+    assert near.centers.grad.abs().sum() > 0 and near.log_radii.grad.abs().sum() > 0
+    # a path across the layout: the set of 3 changes many times, the weights never jump
+    with torch.no_grad():
+        path = torch.linspace(0, 1, 4001)[:, None] * torch.ones(3)
+        wp = near.weights(path)
+    sets = (wp > 1e-9).float()
+    assert (sets[1:] != sets[:-1]).any(1).sum() >= 3
+    assert (wp[1:] - wp[:-1]).abs().max() < 0.02
 
 
 @pytest.mark.parametrize("temporal,curriculum,nodes", [(False, 0, False), (True, 0, False), (True, 0.75, False), (False, 0.75, True)],
