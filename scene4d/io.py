@@ -71,6 +71,8 @@ def atomic_save_tensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:  # on disk before the rename (and before any manifest naming it)
+            os.fsync(f.fileno())
         publish_mode(tmp, path)
         os.replace(tmp, path)
     finally:

@@ -48,42 +48,83 @@ def _tmp_beside(path: Path) -> str:
     return tmp
 
 
+class VideoWriter:
+    """An H.264 mp4 written frame by frame (one frame in memory at a time), to a temporary file
+    beside ``path`` that replaces ``path`` only on :meth:`close`; :meth:`abort` (or leaving a
+    ``with`` block by an exception) deletes it. Opening fails at once where ``path`` cannot be
+    written, before any frame is made."""
+
+    def __init__(self, path: Union[str, Path], fps: float = 30.0, *, crf: int = 18):
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps, self.crf = fps, crf
+        self.tmp = _tmp_beside(self.path)
+        try:
+            self.container = av.open(self.tmp, mode="w",
+                                     format="mp4" if self.path.suffix.lower() in (".mp4", ".m4v") else None)
+        except BaseException:
+            os.unlink(self.tmp)
+            raise
+        self.stream = None
+        self.frames = 0
+
+    def write(self, frame) -> None:
+        import av
+
+        arr = to_uint8(frame)
+        h, w = arr.shape[:2]
+        if self.stream is None:
+            self.stream = self.container.add_stream("libx264", rate=_fraction(self.fps))
+            # yuv420p needs even sizes; pad by one pixel where needed
+            self.stream.width, self.stream.height = w + (w % 2), h + (h % 2)
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(self.crf), "preset": "medium"}
+        if arr.shape[0] != self.stream.height or arr.shape[1] != self.stream.width:
+            arr = np.pad(arr, ((0, self.stream.height - h), (0, self.stream.width - w), (0, 0)), mode="edge")
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path:
+        try:
+            if self.stream is None:
+                raise ValueError(f"{self.path}: no frames to write")
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            from cameras.io import publish_mode
+
+            publish_mode(self.tmp, self.path)
+            os.replace(self.tmp, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # already closed, or broken by the error that brought us here
+            pass
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
 def write_video(path: Union[str, Path], frames: Iterable, fps: float = 30.0, *, crf: int = 18) -> Path:
-    """Encode frames ((H, W, 3) floats in [0, 1] or uint8) as an H.264 mp4 that browsers play."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    try:
-        container = av.open(tmp, mode="w", format="mp4" if path.suffix.lower() in (".mp4", ".m4v") else None)
-        stream = None
+    """Encode frames ((H, W, 3) floats in [0, 1] or uint8) as an H.264 mp4 that browsers play; the
+    frames are consumed one at a time (pass a generator to keep memory flat)."""
+    with VideoWriter(path, fps, crf=crf) as w:
         for frame in frames:
-            arr = to_uint8(frame)
-            h, w = arr.shape[:2]
-            if stream is None:
-                stream = container.add_stream("libx264", rate=_fraction(fps))
-                # yuv420p needs even sizes; pad by one pixel where needed
-                stream.width, stream.height = w + (w % 2), h + (h % 2)
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf), "preset": "medium"}
-            if arr.shape[0] != stream.height or arr.shape[1] != stream.width:
-                arr = np.pad(arr, ((0, stream.height - h), (0, stream.width - w), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
-                container.mux(packet)
-        if stream is None:
-            raise ValueError(f"{path}: no frames to write")
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
-        from cameras.io import publish_mode
-
-        publish_mode(tmp, path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+            w.write(frame)
+        return w.close()
 
 
 def _fraction(fps: float):

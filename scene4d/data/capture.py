@@ -25,6 +25,7 @@ Every problem with the input raises :class:`CaptureError` naming the file, the f
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import os
@@ -178,7 +179,28 @@ class Capture:
 
 
 # ---------------------------------------------------------------------------------------------
+_ALLOW_OUTSIDE = contextvars.ContextVar("scene4d_allow_outside", default=False)
+
+
 def load_capture(
+    path: Union[str, Path],
+    *,
+    background: BackgroundSpec = None,
+    downscale: int = 1,
+    max_views: Optional[int] = None,
+    allow_outside: bool = False,
+) -> Capture:
+    """Load a dynamic capture folder, detecting its format (see :func:`_load_capture`). Images
+    must lie inside the folder of the transforms file: a ``file_path`` that leaves it (``../``, an
+    absolute path, a link) is refused unless ``allow_outside``."""
+    token = _ALLOW_OUTSIDE.set(bool(allow_outside))
+    try:
+        return _load_capture(path, background=background, downscale=downscale, max_views=max_views)
+    finally:
+        _ALLOW_OUTSIDE.reset(token)
+
+
+def _load_capture(
     path: Union[str, Path],
     *,
     background: BackgroundSpec = None,
@@ -358,15 +380,39 @@ def resolve_image(root: Path, file_path: Any, where: str, exts: Sequence[str] = 
     if not isinstance(file_path, str) or not file_path:
         raise CaptureError(f"{where} has no 'file_path' (the image of this view, relative to the transforms file)")
     base = root / file_path
+    allow = _ALLOW_OUTSIDE.get()
+    outside = (f"{where}.file_path {file_path!r} leaves the capture folder {root} (images must lie inside it: no "
+               "'../', absolute paths or links out); copy the image into the folder, or pass --allow-outside if "
+               "you trust this capture")
+    if not allow and not _inside(os.path.normpath(os.path.abspath(base)), os.path.abspath(root)):
+        raise CaptureError(outside)  # before looking: the message must not tell what exists out there
     tried = [base] + [base.with_name(base.name + e) for e in exts]
     for cand in tried:
         if cand.is_file():
+            if not allow and not _inside(os.path.realpath(cand), os.path.realpath(root)):
+                raise CaptureError(outside)
             return cand
     raise CaptureError(
         f"{where}.file_path {file_path!r} -> no such image (looked for "
         f"{', '.join(str(c) for c in tried)}); check the path is relative to the transforms file "
         "and the image was copied"
     )
+
+
+def confined(root: Path, rel: Any, where: str) -> Path:
+    """``root / rel``, refused (one line, without looking) when it leaves ``root`` and
+    --allow-outside was not given; links are followed when the file exists."""
+    p = root / str(rel)
+    if not _ALLOW_OUTSIDE.get():
+        lexical = _inside(os.path.normpath(os.path.abspath(p)), os.path.abspath(root))
+        if not lexical or (p.exists() and not _inside(os.path.realpath(p), os.path.realpath(root))):
+            raise CaptureError(f"{where} {str(rel)!r} leaves the capture folder {root}; copy the file into the folder, "
+                               "or pass --allow-outside if you trust this capture")
+    return p
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def subsample(n: int, max_views: Optional[int]) -> list[int]:

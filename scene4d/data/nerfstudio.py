@@ -35,6 +35,7 @@ from .capture import (
     BackgroundSpec,
     Capture,
     CaptureError,
+    confined,
     CaptureSplit,
     FrameSpec,
     as_number,
@@ -184,6 +185,7 @@ def load_nerfstudio(
     if data.get("ply_file_path"):
         if not isinstance(data["ply_file_path"], str):
             raise CaptureError(f"{fname}: 'ply_file_path' must be a file path relative to the transforms file")
-        points, colors = read_point_cloud(root / data["ply_file_path"], f"{fname}: ply_file_path")
+        points, colors = read_point_cloud(confined(root, data["ply_file_path"], f"{fname}: ply_file_path"),
+                                          f"{fname}: ply_file_path")
     return Capture(train=train_split, test=test_split, val=val_split, background=bg, source=root,
                    format="nerfstudio", notes=notes, points=points, point_colors=colors)

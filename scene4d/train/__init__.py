@@ -41,11 +41,13 @@ Imports: ``train`` -> ``field``, ``deformation``, ``densify``, ``io``, ``rendere
 """
 
 from .config import FitConfig, LearningRates, fit_config_from_json, fit_config_to_json
-from .loop import FitResult, exp_decay, fit, set_learning_rates
+from .loop import FitDiverged, FitResult, exp_decay, fit, set_learning_rates
 from .objective import Objective, StepContext, StepPlan, weighted_sum
-from .state import TrainState, claim, existing_run, make_optimizers, read_checkpoint, remove_checkpoint
+from .state import (CheckpointError, OutputLock, TrainState, claim, existing_run, make_optimizers, read_checkpoint,
+                    remove_checkpoint, tensors_path)
 
 __all__ = [
+    "CheckpointError", "FitDiverged", "OutputLock", "tensors_path",
     "FitConfig", "FitResult", "LearningRates", "Objective", "StepContext", "StepPlan", "TrainState", "claim",
     "existing_run", "exp_decay", "fit", "fit_config_from_json", "fit_config_to_json", "make_optimizers",
     "read_checkpoint", "remove_checkpoint", "set_learning_rates", "weighted_sum",

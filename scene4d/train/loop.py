@@ -20,7 +20,16 @@ from ..field import Scene4D
 from ..io import atomic_write_json, save_scene
 from .config import FitConfig
 from .objective import Objective, StepContext, StepPlan, weighted_sum
-from .state import TrainState, claim, make_optimizers, remove_checkpoint
+from .state import (CheckpointError, Divergence, OutputLock, TrainState, check_free_space, claim,
+                    clean_temporaries, make_optimizers, read_checkpoint, remove_checkpoint)
+
+FIRST_CHECKPOINT = 50
+"""Every run checkpoints at this step too (before its first regular checkpoint), so a kill early in a
+long run does not lose everything."""
+
+
+class FitDiverged(ValueError):
+    """The fit went non-finite; the message says where, what was kept and what to change."""
 
 
 @dataclass
@@ -75,7 +84,26 @@ def fit(
     """Fit ``scene`` (on its device) to ``objective`` and publish it as the scene folder ``out``;
     see the package docstring for the step and the arguments."""
     out = Path(out)
+    lock = OutputLock(out).acquire()
+    try:
+        return _fit(scene, objective, out, cfg, resume=resume, stop_at=stop_at, progress=progress, backend=backend,
+                    provenance=provenance, publish=publish, evaluate=evaluate, checkpoint_meta=checkpoint_meta,
+                    on_step=on_step, resume_command=resume_command)
+    finally:
+        lock.release()
+
+
+def _param_bytes(scene: Scene4D) -> int:
+    return sum(p.numel() * p.element_size() for p in scene.parameters()) + \
+        sum(p.numel() * p.element_size() for p in scene.params.values())
+
+
+def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, provenance, publish, evaluate,
+         checkpoint_meta, on_step, resume_command) -> FitResult:
     claim(out, resume)
+    clean_temporaries(out)
+    # a checkpoint holds the parameters and two Adam moments (x3), the old one stays until the new is whole
+    check_free_space(out, 7 * _param_bytes(scene) + (16 << 20), "a checkpoint of this run")
     strategy = DefaultStrategy(cfg.densify, cfg.scene_scale) if cfg.densify is not None else None
     if resume:
         state = TrainState.load(out, scene, cfg, objective)
@@ -96,7 +124,10 @@ def fit(
         interrupted["flag"] = True
 
     main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
+    # Ctrl-C, `kill` and a closed terminal (SSH) all finish the step, checkpoint and stop
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old_handlers = {sg: signal.signal(sg, _on_sigint) for sg in signals} if main_thread else {}
+    start_step = state.step
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=state.step, desc=getattr(objective, "label", "fit"), unit="it",
                disable=not progress, dynamic_ncols=True)
@@ -143,35 +174,66 @@ def fit(
             state.step = step
             if on_step is not None:
                 on_step(step, scene, terms, report)
-            if step % 5 == 0 or report:  # reading a value back waits for the device: not every step
+            # reading a value back waits for a GPU: there, every 5 steps; on the CPU it is free
+            if step % 5 == 0 or report or loss.device.type == "cpu":
                 value = float(loss.detach())
-                ema_loss = value if ema_loss is None else 0.8 * ema_loss + 0.2 * value
+                if not math.isfinite(value):
+                    bad = [f"{k} = {float(v.detach()):g}" for k, v in terms.items() if not bool(torch.isfinite(v.detach()))]
+                    raise Divergence(step, f"the loss is {value:g}" + (f" ({', '.join(bad)})" if bad else ""))
+                if step % 5 == 0 or report:
+                    ema_loss = value if ema_loss is None else 0.8 * ema_loss + 0.2 * value
             bar.update(1)
             if (step % 10 == 0 or report) and ema_loss is not None:
                 bar.set_postfix(loss=f"{ema_loss:.4f}", **objective.progress_info(), N=len(scene))
-            if step % cfg.checkpoint_every == 0 and step < total:
+            if (step % cfg.checkpoint_every == 0 or step == FIRST_CHECKPOINT) and step < total:
                 state.save(out, cfg, objective, meta)
             if interrupted["flag"]:
                 break
+    except Divergence as d:
+        raise FitDiverged(_diverged(d, out, objective)) from None
     finally:
         bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        for sg, h in old_handlers.items():
+            signal.signal(sg, h)
     seconds = time.perf_counter() - t0
     if step < total:
-        state.save(out, cfg, objective, meta)
+        try:
+            state.save(out, cfg, objective, meta)
+        except Divergence as d:
+            raise FitDiverged(_diverged(d, out, objective)) from None
         if interrupted["flag"]:
             hint = resume_command or f"the same command with --resume (--out {out})"
             raise KeyboardInterrupt(f"stopped at step {step}/{total}; checkpoint saved in {out / 'checkpoints'}. "
                                     f"Continue with: {hint}")
         return FitResult(scene, step, seconds, {})
 
+    if step > start_step:  # the finished state is kept as a checkpoint until the scene is safely written
+        try:
+            state.save(out, cfg, objective, meta)
+        except Divergence as d:
+            raise FitDiverged(_diverged(d, out, objective)) from None
     scene.eval()
-    metrics = dict(evaluate(scene)) if evaluate is not None else {}
-    metrics.update({"train_seconds": round(seconds, 2), "steps": step, "n_gaussians": len(scene)})
-    atomic_write_json(out / "metrics.json", metrics)
-    save_scene(out, scene, provenance=provenance, **(publish or {}))
+    try:
+        check_free_space(out, 2 * _param_bytes(scene) + (8 << 20), "writing the scene")
+        metrics = dict(evaluate(scene)) if evaluate is not None else {}
+        metrics.update({"train_seconds": round(seconds, 2), "steps": step, "n_gaussians": len(scene)})
+        atomic_write_json(out / "metrics.json", metrics)
+        save_scene(out, scene, provenance=provenance, **(publish or {}))
+    except (OSError, CheckpointError) as e:
+        hint = resume_command or f"the same command with --resume (--out {out})"
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CheckpointError(f"writing the scene failed ({why}); the trained state is kept in "
+                              f"{out / 'checkpoints'} (step {step}): make room and run {hint} to write it") from None
     # the scene is complete (scene.json is written last): a checkpoint left behind would let a later
     # --resume go back to an earlier step and overwrite the finished scene
     remove_checkpoint(out)
     return FitResult(scene, step, seconds, metrics)
+
+
+def _diverged(d: Divergence, out: Path, objective) -> str:
+    """The one line a diverged run ends with."""
+    meta = read_checkpoint(out)
+    kept = (f"the last good checkpoint (step {meta['step']}) is kept in {out / 'checkpoints'}" if meta else
+            "no checkpoint was written yet")
+    return (f"{getattr(objective, 'label', 'fit')} diverged at step {d.step}: {d.what}; {kept}. A learning rate is "
+            "probably too high: lower it (the preset's train.lr_* values) and run again")

@@ -1,7 +1,11 @@
 """The loop's state (scene, optimisers, densification statistics) and its checkpoints.
 
-A checkpoint is ``checkpoints/latest.safetensors`` (tensors) + ``checkpoints/latest.json`` (the
-step, the fit config and the caller's metadata), the JSON written last. It holds everything the
+A checkpoint is one unit written manifest-last: ``checkpoints/step-NNNNNNN.safetensors`` (the
+tensors, fsynced), then ``checkpoints/latest.json`` (the step, the fit config, the caller's
+metadata, and the tensors file's name, size and SHA-256), then older tensor files are removed. A
+kill at any moment leaves a JSON naming a complete tensors file of its own step; a file that does
+not match its manifest is refused, never half-loaded. (Checkpoints from before this layout,
+``latest.safetensors`` without a name in the JSON, still load.) It holds everything the
 next step depends on — parameters, entity index, Adam moments, densification statistics, the
 global torch RNGs and the objective's own state (its generators) — so a resumed run is bit for
 bit the run that was interrupted. No pickle.
@@ -27,6 +31,138 @@ from .config import FitConfig, fit_config_to_json
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = ("latest.json", "latest.safetensors")
+LOCK = ".scene4d.lock"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted: says which file and what to do."""
+
+
+def tensors_path(out: Path) -> Path:
+    """The tensors file ``out``'s latest checkpoint names (``latest.safetensors`` for old ones)."""
+    ck = Path(out) / CHECKPOINT_DIR
+    meta = read_checkpoint(out) or {}
+    name = (meta.get("tensors") or {}).get("file") if isinstance(meta.get("tensors"), dict) else None
+    return ck / (name or "latest.safetensors")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- the output folder's lock
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OutputLock:
+    """An exclusive lock on an output folder: ``OUT/.scene4d.lock`` created with O_EXCL, naming the
+    holder (pid, host, command, start time). A second run into the folder stops at once with a
+    line naming the holder; a lock whose process is gone (same host) is taken over, with a note."""
+
+    def __init__(self, out: Path, command: str = ""):
+        import os
+        import socket
+        import sys
+
+        self.path = Path(out) / LOCK
+        self.held = False
+        self.command = command or " ".join(["scene4d"] + sys.argv[1:])
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    def acquire(self) -> "OutputLock":
+        import os
+        import time as _time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"pid": self.pid, "host": self.host, "command": self.command,
+                "started": _time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    held = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    held = {}
+                pid, host = held.get("pid"), held.get("host")
+                if isinstance(pid, int) and host == self.host and pid != self.pid and not _alive(pid):
+                    print(f"note: {self.path.parent} was locked by process {pid}, which is gone; taking over")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if isinstance(pid, int) and host == self.host and pid == self.pid:
+                    raise FileExistsError(f"{self.path.parent} is already in use by this process")
+                who = f"process {pid} on {host}" if pid else "another run (unreadable lock file)"
+                raise FileExistsError(
+                    f"{self.path.parent} is in use by {who} ({held.get('command', '?')}, since "
+                    f"{held.get('started', '?')}); wait for it to finish or choose another --out "
+                    f"(if no such run exists, delete {self.path})")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(info) + "\n")
+            self.held = True
+            return self
+        raise FileExistsError(f"{self.path}: could not take the lock")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def clean_temporaries(out: Path) -> int:
+    """Remove temporaries that killed writes left in ``out`` and its checkpoints (``.NAME.*.tmp``)
+    and tensor files no manifest names; only call while holding the lock. Returns the count."""
+    out = Path(out)
+    n = 0
+    for d in (out, out / CHECKPOINT_DIR):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+    ck = out / CHECKPOINT_DIR
+    if ck.is_dir():
+        keep = tensors_path(out).name
+        for p in ck.glob("step-*.safetensors"):
+            if p.name != keep:
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def check_free_space(out: Path, need_bytes: int, what: str) -> None:
+    """OSError-free one-line refusal when ``out``'s disk has less than ``need_bytes`` free."""
+    import shutil
+
+    d = Path(out)
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    free = shutil.disk_usage(d).free
+    if free < need_bytes:
+        raise CheckpointError(f"{out}: {free / 1e6:.0f} MB free on its disk, {what} needs about "
+                              f"{need_bytes / 1e6:.0f} MB; free some space or choose another --out")
 
 
 def existing_run(out: Path) -> Optional[str]:
@@ -72,8 +208,12 @@ def read_checkpoint(out: Path) -> Optional[dict]:
 
 
 def remove_checkpoint(out: Path) -> None:
+    ck = Path(out) / CHECKPOINT_DIR
     for name in LATEST:
-        (Path(out) / CHECKPOINT_DIR / name).unlink(missing_ok=True)
+        (ck / name).unlink(missing_ok=True)
+    if ck.is_dir():
+        for p in ck.glob("step-*.safetensors"):
+            p.unlink(missing_ok=True)
 
 
 def make_optimizers(scene: Scene4D, cfg: FitConfig):
@@ -125,6 +265,14 @@ def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: Dict[str, torch.
             i += 1
 
 
+class Divergence(RuntimeError):
+    """The fit went non-finite at ``step``; the last good checkpoint is kept."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(what)
+        self.step, self.what = step, what
+
+
 @dataclass
 class TrainState:
     """Everything the loop carries from one step to the next, besides the objective's state."""
@@ -149,8 +297,17 @@ class TrainState:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.scene.device.type == "cuda":  # split offsets are drawn on the device
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.scene.device)
-        atomic_save_tensors(ck / "latest.safetensors", tensors)
-        atomic_write_json(ck / "latest.json", {"step": self.step, "fit": fit_config_to_json(cfg), **(meta or {})})
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:  # never replace a good checkpoint with a broken state
+            raise Divergence(self.step, f"non-finite values in {', '.join(bad[:3])}")
+        name = f"step-{self.step:07d}.safetensors"
+        atomic_save_tensors(ck / name, tensors, metadata={"step": str(self.step)})
+        before = tensors_path(out)
+        atomic_write_json(ck / "latest.json", {
+            "step": self.step, "fit": fit_config_to_json(cfg), **(meta or {}),
+            "tensors": {"file": name, "bytes": (ck / name).stat().st_size, "sha256": _sha256(ck / name)}})
+        if before.name != name:  # the manifest names the new file: the old one can go
+            before.unlink(missing_ok=True)
         return ck
 
     @classmethod
@@ -158,8 +315,25 @@ class TrainState:
         """The state of ``out``'s checkpoint, loaded into ``scene`` (built with the run's entities and
         fields; its Gaussians are replaced) and ``objective``; restores the global RNGs."""
         ck = Path(out) / CHECKPOINT_DIR
-        meta = json.loads((ck / "latest.json").read_text())
-        tensors = load_file(str(ck / "latest.safetensors"))
+        try:
+            meta = json.loads((ck / "latest.json").read_text())
+            int(meta["step"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{ck / 'latest.json'} is unreadable ({type(e).__name__}); the checkpoint cannot be "
+                                  "resumed: start again without --resume into another --out") from None
+        path = tensors_path(out)
+        rec = meta.get("tensors") if isinstance(meta.get("tensors"), dict) else None
+        if not path.is_file():
+            raise CheckpointError(f"{ck / 'latest.json'} names {path.name}, which is missing; the checkpoint cannot be "
+                                  "resumed: start again without --resume into another --out")
+        if rec is not None and (path.stat().st_size != rec.get("bytes") or _sha256(path) != rec.get("sha256")):
+            raise CheckpointError(f"{path} does not match {ck / 'latest.json'} (size or SHA-256 differ: damaged or "
+                                  "written by another run); refusing to resume from it. Start again without --resume "
+                                  "into another --out")
+        try:
+            tensors = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise CheckpointError(f"{path} cannot be read ({e}); the checkpoint cannot be resumed") from None
         rng = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("rng.")]}
         obj = {k[len("objective."):]: tensors.pop(k) for k in [k for k in tensors if k.startswith("objective.")]}
         if not obj and "rng.sampler" in rng:  # a checkpoint from before the loop was shared (reconstruct's)

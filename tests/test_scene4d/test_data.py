@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import os
 from pathlib import Path
@@ -44,11 +45,18 @@ def cap(syn):
 
 
 def _relink(src: Path, dst_dir: Path, name: str = "transforms_train.json") -> dict:
-    """The transforms file ``src`` with file paths rewritten relative to ``dst_dir`` (images not copied)."""
+    """The transforms file ``src`` in ``dst_dir``, with the images it names copied beside it (a
+    capture's images must lie inside its folder)."""
+    import shutil
+
     doc = json.loads(src.read_text())
-    for fr in doc["frames"]:
-        fr["file_path"] = os.path.relpath(src.parent / fr["file_path"], dst_dir)
     dst_dir.mkdir(parents=True, exist_ok=True)
+    for fr in doc["frames"]:
+        for cand in (src.parent / fr["file_path"], src.parent / (fr["file_path"] + ".png")):
+            if cand.is_file():
+                target = dst_dir / os.path.relpath(cand, src.parent)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cand, target)
     (dst_dir / name).write_text(json.dumps(doc))
     return doc
 
@@ -274,7 +282,9 @@ def _nerfstudio_doc(syn: Path, dst: Path, *, time_key: str = "time", splits: boo
         src = json.loads((syn / f"transforms_{split}.json").read_text())
         names[split] = []
         for fr in src["frames"]:
-            rel = os.path.relpath(syn / (fr["file_path"] + ".png"), dst)
+            rel = os.path.normpath(fr["file_path"] + ".png")  # the image copied inside the capture
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(syn / rel, dst / rel)
             t = fr["time"] if time_key == "time" else 100.0 + 8.0 * fr["time"]
             doc["frames"].append({"file_path": rel, "transform_matrix": fr["transform_matrix"], time_key: t})
             names[split].append(rel)
@@ -350,8 +360,8 @@ def _scaled(m):
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (lambda d, p: d["frames"][12].update(file_path="./train/r_012"),
-         ["transforms_train.json: frames[12].file_path './train/r_012'", "no such image", "looked for"]),
+        (lambda d, p: d["frames"][12].update(file_path="./train/r_999"),
+         ["transforms_train.json: frames[12].file_path './train/r_999'", "no such image", "looked for"]),
         (lambda d, p: d["frames"][0].pop("time"),
          ["transforms_train.json: frames[0] has no 'time'", "dynamic capture needs a time per frame"]),
         (lambda d, p: d["frames"][2].update(time=1.5), ["transforms_train.json: frames[2].time = 1.5", "outside [0, 1]"]),
@@ -426,3 +436,35 @@ def test_real_dnerf_bouncingballs():
     assert float(c.train.times[0]) == 0.0 and float(c.train.times[-1]) == 1.0
     centre, radius = c.bounds()
     assert float(centre.norm()) < 0.2 and 0.5 < radius < 3
+
+
+def test_file_paths_may_not_leave_the_capture_folder(syn, tmp_path):
+    """'../', absolute paths and links out of the capture are refused, with the same message
+    whether or not the target exists; --allow-outside reads them."""
+    import shutil
+
+    cap = tmp_path / "cap"
+    _relink(syn / "transforms_train.json", cap)
+    doc = json.loads((cap / "transforms_train.json").read_text())
+    outside_img = next((syn / "train").iterdir())
+    cases = {"dotdot": os.path.relpath(outside_img, cap), "absolute": str(outside_img),
+             "missing": "../../nowhere/secret"}
+    msgs = {}
+    for name, fp in cases.items():
+        d = json.loads(json.dumps(doc))
+        d["frames"][0]["file_path"] = fp
+        (cap / "transforms_train.json").write_text(json.dumps(d))
+        with pytest.raises(CaptureError, match="leaves the capture folder") as e:
+            load_capture(cap)
+        msgs[name] = str(e.value).replace(repr(fp), "FP")
+    assert msgs["dotdot"] == msgs["missing"]  # no hint of what exists outside
+    # a link inside the folder that points out of it
+    first = doc["frames"][0]["file_path"]
+    target = cap / (first if first.endswith(".png") else first + ".png")
+    target.unlink()
+    target.symlink_to(outside_img)
+    (cap / "transforms_train.json").write_text(json.dumps(doc))
+    with pytest.raises(CaptureError, match="leaves the capture folder"):
+        load_capture(cap)
+    assert len(load_capture(cap, allow_outside=True).train) > 0
+    shutil.rmtree(cap)

@@ -15,6 +15,7 @@ from scene4d.generate.config import load_generate_preset
 from scene4d.generate.job import generate
 from scene4d.io import save_scene
 from scene4d.procedural import moving_spheres_scene
+from scene4d.train import tensors_path
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +144,7 @@ def test_train_toy_one_step_changes_weights_and_resume_is_bit_exact(tmp_path):
                               checkpoint_every=100, warmup=1, channels=(8, 16), p_two_objects=0.5)
 
     train_toy_prior(tmp_path / "a", cfg(), progress=False, stop_at=1)
-    first = load_file(str(tmp_path / "a" / "checkpoints" / "latest.safetensors"))
+    first = load_file(str(tensors_path(tmp_path / "a")))
     from diffusion_prior.toy import new_toy_prior, trainable_parameters
     from scene4d.generate.train_toy import toy_vocabulary
 
@@ -151,8 +152,8 @@ def test_train_toy_one_step_changes_weights_and_resume_is_bit_exact(tmp_path):
     assert any(not torch.equal(first[f"param.{i}"], p.detach()) for i, p in enumerate(init))
     train_toy_prior(tmp_path / "a", cfg(), progress=False, resume=True)
     train_toy_prior(tmp_path / "b", cfg(), progress=False)
-    a = load_file(str(tmp_path / "a" / "checkpoints" / "latest.safetensors"))
-    b = load_file(str(tmp_path / "b" / "checkpoints" / "latest.safetensors"))
+    a = load_file(str(tensors_path(tmp_path / "a")))
+    b = load_file(str(tensors_path(tmp_path / "b")))
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert (tmp_path / "b" / "prior" / "unet" / "config.json").is_file()
