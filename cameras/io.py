@@ -92,9 +92,11 @@ def _numbers(obj: dict, key: str, where: str, name: str, count: int) -> List[flo
 
 
 def _positive_int(obj: dict, key: str, name: str) -> int:
+    from .limits import MAX_IMAGE_SIDE
+
     v = _number(obj, key, "", name)
-    if v != int(v) or v <= 0:
-        raise _fail(name, f"{key} must be a positive integer, got {obj[key]!r}")
+    if v != int(v) or v <= 0 or v > MAX_IMAGE_SIDE:
+        raise _fail(name, f"{key} must be a positive integer up to {MAX_IMAGE_SIDE}, got {obj[key]!r}")
     return int(v)
 
 
@@ -182,11 +184,9 @@ def read_camera_path(
     name = str(path)
     if keyframe_layout not in ("auto", "row", "column"):
         raise ValueError(f"keyframe_layout must be 'auto', 'row' or 'column', got {keyframe_layout!r}")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{name}: not valid JSON ({e})") from None
+    from .limits import read_json
+
+    data = read_json(path, "camera path")
     try:
         return _parse(data, name, dtype, device, keyframe_layout, fps)
     except _FileError:
@@ -220,6 +220,10 @@ def _parse(data: Any, name: str, dtype, device, keyframe_layout: str, fps_overri
     seconds = _number(data, "seconds", "", name)
     if fps <= 0 or seconds <= 0:
         raise _fail(name, f"fps and seconds must be positive to interpolate keyframes, got {fps} and {seconds}")
+    from .limits import MAX_FRAMES
+
+    if fps * seconds > MAX_FRAMES:
+        raise _fail(name, f"fps x seconds = {fps:g} x {seconds:g} asks for more than {MAX_FRAMES} frames")
     n_frames = max(1, int(round(fps * seconds)))
     if len(keys) < 2:
         # Checked before parsing the entries so that the message is about the count.

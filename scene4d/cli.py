@@ -36,9 +36,10 @@ OUT_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov")  # what write_video encode
 from diffusion_prior.base import PriorError
 
 from .generate.errors import GenerateError, PriorSpecError
+from .train import CheckpointError, FitDiverged
 
 USER_ERRORS = (GenerateError, PriorSpecError, PriorError, UsageError, SplatFileError, CameraError, GaussianError, RenderError, FileNotFoundError,
-               FileExistsError, CaptureError, SceneFolderError, PresetError, FormatError)
+               FileExistsError, CaptureError, SceneFolderError, PresetError, FormatError, CheckpointError, FitDiverged)
 
 
 def _at_least(flag: str, value, least: int, what: str = "") -> None:
@@ -131,8 +132,17 @@ def render(
     bg = parse_background(background)
     _at_least("--frames", frames, 1)
     _at_least("--threads", threads, 1)
-    if fps is not None and fps <= 0:
-        raise UsageError(f"--fps must be positive, got {fps}")
+    from cameras.limits import LimitError, MAX_FRAMES, check_fps
+
+    try:
+        if fps is not None:
+            check_fps(fps)
+    except LimitError as e:
+        raise UsageError(str(e)) from None
+    if frames > MAX_FRAMES:
+        raise UsageError(f"--frames must be at most {MAX_FRAMES}, got {frames}")
+    if not 0 < fov < 180:
+        raise UsageError(f"--fov must be a vertical field of view in degrees in (0, 180), got {fov}")
     if out is not None and Path(out).suffix.lower() not in OUT_VIDEO_SUFFIXES:
         raise UsageError(f"--out {out}: scene4d writes H.264 video; give a file ending in .mp4 "
                          f"(or {', '.join(OUT_VIDEO_SUFFIXES[1:])}); --png also writes every frame as PNG")
@@ -246,6 +256,7 @@ def reconstruct(
     masks: Optional[Path] = None,
     threads: Optional[int] = None,
     device: str = "auto",
+    allow_outside: bool = False,
 ) -> None:
     """Fit a 4D scene to a dynamic capture: calibrated (D-NeRF/Blender, nerfstudio) or a handheld clip.
 
@@ -275,6 +286,8 @@ def reconstruct(
             is taken. With 1 the camera step is also repeatable (pycolmap's multi-threaded
             matching and mapping are not, even with a seed).
         device: auto (CUDA when available, with gsplat's rasterizer if installed), cpu or cuda.
+        allow_outside: read images a capture's file_path places outside its folder ('../', absolute
+            paths, links); refused by default, since a capture from elsewhere could name any file.
     """
     from .data import load_capture
     from .reconstruct import preset as make_preset
@@ -324,7 +337,7 @@ def reconstruct(
     if threads is not None:
         cfg.threads = threads
     bg = parse_background(background) if background else None
-    capture = load_capture(data, background=bg, downscale=downscale)
+    capture = load_capture(data, background=bg, downscale=downscale, allow_outside=allow_outside)
     print(f"capture {capture.source}: {len(capture.train.cameras)} train / {len(capture.test.cameras)} test views, "
           f"{capture.width}x{capture.height}, format {capture.format}"
           + (f", {capture.points.shape[0]} sparse points" if capture.points is not None else ""))

@@ -126,6 +126,41 @@ def load_scene_tensors(scene: Scene4D, tensors: Dict[str, torch.Tensor], where: 
     _load_fields(scene, tensors, version=2 if "entity.index" in tensors else 1, where=where)
 
 
+def _check_shapes(specs, params, tensors, version, meta_path, wpath) -> None:
+    """Before anything is built: every tensor scene.json implies (the Gaussians' and each field's,
+    laid out on the meta device, which allocates nothing) exists in the weights with that shape
+    and a floating dtype. A hand-edited scene.json asking for 10^9 nodes, or weights of another
+    scene, stop here in one line instead of allocating gigabytes or failing inside torch."""
+    from .deformation import make_field
+
+    n = params["means"].shape[0] if params["means"].dim() == 2 else -1
+    for k, t in params.items():
+        if not t.is_floating_point() or t.shape[:1] != (n,) or (k == "means" and tuple(t.shape) != (n, 3)):
+            raise SceneFolderError(f"{wpath}: canonical.{k} has shape {tuple(t.shape)} and dtype {t.dtype}; expected "
+                                   f"{n} rows of floats (as canonical.means); the file is damaged or from another scene")
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).reshape(n, -1).any(1).sum()) if n > 0 else 0
+            raise SceneFolderError(f"{wpath}: canonical.{k} holds NaN or infinite values ({bad} of {n} Gaussians); the "
+                                   "run that made it diverged or the file is damaged: fit it again with lower learning "
+                                   "rates")
+    for i, spec in enumerate(specs):
+        if spec.deformation is None:
+            continue
+        try:
+            with torch.device("meta"):
+                field = make_field(spec.deformation)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise SceneFolderError(f"{meta_path}: entities[{i}].deformation cannot be built ({str(e)[:200]})") from None
+        prefix = f"deformation.{i}." if version >= 2 else "deformation."
+        for name, p in field.state_dict().items():
+            t = tensors.get(prefix + name)
+            if t is None or tuple(t.shape) != tuple(p.shape) or not t.is_floating_point():
+                got = "missing" if t is None else f"{tuple(t.shape)} {t.dtype}"
+                raise SceneFolderError(f"{meta_path}: entities[{i}].deformation implies {prefix + name} of shape "
+                                       f"{tuple(p.shape)}, but {wpath.name} holds {got}; scene.json and the weights do "
+                                       "not belong together (was scene.json edited by hand?)")
+
+
 def _load_fields(scene: Scene4D, tensors: Dict[str, torch.Tensor], *, version: int, where) -> None:
     for i, f in enumerate(scene.fields):
         if f is None:
@@ -200,10 +235,12 @@ def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
             hint = (" It has training checkpoints: the run did not finish. Continue it with "
                     f"`scene4d reconstruct DATA --out {folder} --resume`.")
         raise SceneFolderError(f"{folder}: not a complete scene4d scene (no scene.json).{hint}")
+    from cameras.limits import read_json
+
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise SceneFolderError(f"{meta_path}: not valid JSON ({e})") from None
+        meta = read_json(meta_path, "scene.json", max_bytes=8 << 20)
+    except ValueError as e:
+        raise SceneFolderError(str(e)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SceneFolderError(f"{meta_path}: not a scene4d scene file (format is {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version")
@@ -247,6 +284,7 @@ def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise SceneFolderError(f"{meta_path}: entities[{i}] does not describe a scene this scene4d can build "
                                    f"({type(err).__name__}: {str(err)[:200]}); was scene.json edited by hand?") from None
+    _check_shapes(specs, params, tensors, version, meta_path, wpath)
     try:
         scene = Scene4D(params, sh_degree=int(ent.get("sh_degree", 0)), entities=specs, entity=index)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
@@ -257,9 +295,9 @@ def load_scene(folder: Path) -> Tuple[Scene4D, dict, Dict[str, Cameras]]:
     cpath = folder / "cameras.json"
     if cpath.is_file():
         try:
-            cj = json.loads(cpath.read_text())
-        except json.JSONDecodeError as e:
-            raise SceneFolderError(f"{cpath}: not valid JSON ({e})") from None
+            cj = read_json(cpath, "cameras.json")
+        except ValueError as e:
+            raise SceneFolderError(str(e)) from None
         for split in ("train", "test"):
             if split in cj:
                 cams[split] = cameras_from_json(cj[split], f"{cpath}[{split}]")

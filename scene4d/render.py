@@ -25,7 +25,7 @@ from cameras import (
 )
 from renderers import Gaussians, RasterOptions, rasterize
 
-from .media import colorize_depth, write_image, write_video
+from .media import VideoWriter, colorize_depth, write_image
 
 
 class SceneLike(Protocol):
@@ -72,6 +72,10 @@ def parse_size(spec: str) -> Tuple[int, int]:
         raise UsageError(f"--size must look like WIDTHxHEIGHT (e.g. 640x480), got {spec!r}")
     if int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
         raise UsageError(f"--size needs a width and a height of at least 1 pixel, got {spec!r}")
+    from cameras.limits import MAX_IMAGE_SIDE
+
+    if max(int(m.group(1)), int(m.group(2))) > MAX_IMAGE_SIDE:
+        raise UsageError(f"--size {spec}: at most {MAX_IMAGE_SIDE} pixels a side")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -228,7 +232,10 @@ def render_video(
     options: RasterOptions = RasterOptions(),
     progress: bool = True,
 ) -> RenderResult:
-    """Render every camera of ``cams`` (each at its own time) and encode the video(s)."""
+    """Render every camera of ``cams`` (each at its own time) and encode the video(s) as it goes:
+    each frame goes to the encoder (and ``png`` frames to disk) when it is rendered, so memory does
+    not grow with the number of frames, and an unwritable output fails before the first frame.
+    The depth video's colour range is fixed first from up to 16 evenly spaced frames."""
     import time as _time
 
     out = Path(out)
@@ -237,34 +244,48 @@ def render_video(
     if isinstance(scene, torch.nn.Module):  # a fitted scene: evaluate its deformation on the device too
         scene = scene.to(device)
     times = cams.times if cams.times is not None else torch.zeros(len(cams))
-    rgb_frames, depth_frames, alpha_frames = [], [], []
     frames_dir = out.with_suffix("") if png else None
     t0 = _time.perf_counter()
-    cache_t, cache_g = None, None
+    cache = {"t": None, "g": None}
+
+    def view(i: int):
+        t = float(times[i])
+        if cache["t"] != t:  # frozen time: evaluate the deformation once
+            cache["g"], cache["t"] = scene.at(t).to(device=device), t
+        return rasterize(cache["g"], cams[i], background=background, backend=backend, options=options)
+
+    near = far = None
     with torch.no_grad():
-        for i in tqdm(range(len(cams)), desc=f"render {out.name}", unit="frame", disable=not progress):
-            t = float(times[i])
-            if cache_t != t:  # frozen time: evaluate the deformation once
-                cache_g, cache_t = scene.at(t).to(device=device), t
-            o = rasterize(cache_g, cams[i], background=background, backend=backend, options=options)
-            rgb_frames.append(o.rgb[0].cpu())
+        if depth:  # one depth range for the whole video: brightness means the same distance in every frame
+            probe = sorted(set(torch.linspace(0, len(cams) - 1, min(16, len(cams))).round().long().tolist()))
+            vals = []
+            for i in probe:
+                o = view(i)
+                v = o.depth[0][o.alpha[0] > 0.5].float().cpu()
+                vals.append(v[:: max(1, v.numel() // 20000)])
+            vals = torch.cat(vals)
+            near = float(torch.quantile(vals, 0.01)) if vals.numel() else 0.0
+            far = float(torch.quantile(vals, 0.99)) if vals.numel() else 1.0
+        writers = {"rgb": VideoWriter(out, fps)}
+        try:
             if depth:
-                depth_frames.append((o.depth[0].cpu(), o.alpha[0].cpu()))
+                writers["depth"] = VideoWriter(out.with_name(out.stem + "_depth" + out.suffix), fps)
             if alpha:
-                alpha_frames.append(o.alpha[0].cpu())
-            if frames_dir is not None:
-                write_image(frames_dir / f"{i:05d}.png", o.rgb[0])
-    res = RenderResult(video=write_video(out, rgb_frames, fps), frames_dir=frames_dir, n_frames=len(cams))
-    if depth:
-        # one depth range for the whole video so brightness means the same distance in every frame
-        d_all = torch.stack([d for d, _ in depth_frames])
-        a_all = torch.stack([a for _, a in depth_frames])
-        vals = d_all[a_all > 0.5]
-        near = float(torch.quantile(vals.float()[:: max(1, vals.numel() // 100000)], 0.01)) if vals.numel() else 0.0
-        far = float(torch.quantile(vals.float()[:: max(1, vals.numel() // 100000)], 0.99)) if vals.numel() else 1.0
-        res.depth_video = write_video(out.with_name(out.stem + "_depth" + out.suffix),
-                                      (colorize_depth(d, a, near, far) for d, a in depth_frames), fps)
-    if alpha:
-        res.alpha_video = write_video(out.with_name(out.stem + "_alpha" + out.suffix), alpha_frames, fps)
+                writers["alpha"] = VideoWriter(out.with_name(out.stem + "_alpha" + out.suffix), fps)
+            for i in tqdm(range(len(cams)), desc=f"render {out.name}", unit="frame", disable=not progress):
+                o = view(i)
+                writers["rgb"].write(o.rgb[0].cpu())
+                if depth:
+                    writers["depth"].write(colorize_depth(o.depth[0].cpu(), o.alpha[0].cpu(), near, far))
+                if alpha:
+                    writers["alpha"].write(o.alpha[0].cpu())
+                if frames_dir is not None:
+                    write_image(frames_dir / f"{i:05d}.png", o.rgb[0])
+            paths = {k: w.close() for k, w in writers.items()}
+        finally:
+            for w in writers.values():
+                w.abort()  # after close() this finds nothing to remove
+    res = RenderResult(video=paths["rgb"], depth_video=paths.get("depth"), alpha_video=paths.get("alpha"),
+                       frames_dir=frames_dir, n_frames=len(cams))
     res.seconds = _time.perf_counter() - t0
     return res

@@ -26,7 +26,6 @@ Every problem with the input raises :class:`CaptureError` naming the file, the f
 from __future__ import annotations
 
 import contextvars
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -297,13 +296,12 @@ def check_options(downscale: int, max_views: Optional[int]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     """Parse a transforms file; syntax errors become :class:`CaptureError` with the line."""
+    from cameras.limits import read_json as read_limited
+
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise CaptureError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except OSError as e:
-        raise CaptureError(f"{path}: cannot be read ({e.strerror or e})") from None
+        data = read_limited(path, "transforms file")
+    except ValueError as e:
+        raise CaptureError(str(e)) from None
     if not isinstance(data, dict):
         raise CaptureError(f"{path}: expected a JSON object with a 'frames' list, got {type(data).__name__}")
     return data
@@ -438,6 +436,9 @@ def read_image(path: Path, where: str) -> np.ndarray:
     """(H, W, 3|4) float32 in [0, 1] of one image file (alpha kept when the file has one)."""
     from PIL import Image, UnidentifiedImageError
 
+    from cameras.limits import MAX_IMAGE_PIXELS, guard_images
+
+    guard_images()
     try:
         with Image.open(path) as im:
             im.load()
@@ -449,6 +450,9 @@ def read_image(path: Path, where: str) -> np.ndarray:
             has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
             im = im.convert("RGBA" if has_alpha else "RGB")
             arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise CaptureError(f"{where}: {path} claims more than {MAX_IMAGE_PIXELS} pixels ({e}); refusing to decode it "
+                           "(a decompression bomb or a damaged header)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CaptureError(
             f"{where}: {path} could not be read as an image ({type(e).__name__}: {e}); the file is "

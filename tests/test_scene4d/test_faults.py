@@ -245,3 +245,85 @@ def test_render_streams_frames_to_the_encoder(capture, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         R.render_video(s, cams, tmp_path / "file" / "v.mp4", progress=False)
     assert events == []  # nothing rendered for nothing
+
+
+# --------------------------------------------------------------------------- hostile files and flags
+def _scene_folder(tmp_path):
+    from scene4d.io import save_scene
+
+    return save_scene(tmp_path / "scene", scene())
+
+
+def test_tiny_hostile_scene_json_allocates_nothing(tmp_path, capsys):
+    """A hand-edited scene.json asking for 10^9 nodes, nested 100k deep, not UTF-8, or with NaN:
+    one line each, before any field is built."""
+    from scene4d.cli import main
+    from scene4d.io import SceneFolderError, load_scene
+
+    folder = _scene_folder(tmp_path)
+    good = (folder / "scene.json").read_text()
+    meta = json.loads(good)
+    meta["entities"][0]["deformation"]["nodes"] = 10**9
+    (folder / "scene.json").write_text(json.dumps(meta))
+    with pytest.raises(SceneFolderError, match=r"implies deformation.0.rotvecs of shape \(1000000000, 3, 3\)"):
+        load_scene(folder)
+    for text, msg in [("[" * 100_000 + "]" * 100_000, "nested too deeply"), (b"\xff\xfe{}", "not UTF-8"),
+                      (good.replace('"version": 2', '"version": NaN'), "NaN is not a JSON number")]:
+        p = folder / "scene.json"
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert main(["render", str(folder), "--frames", "1", "--out", str(tmp_path / "v.mp4")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, err
+    # weights of another shape than scene.json says
+    (folder / "scene.json").write_text(good)
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(folder / "weights.safetensors"))
+    w["deformation.0.translations"] = torch.zeros(5, 3, 3)
+    save_file(w, str(folder / "weights.safetensors"))
+    with pytest.raises(SceneFolderError, match="do not belong together"):
+        load_scene(folder)
+    # a NaN scene is named as such (it used to surface as "orbit: center has non-finite values")
+    w = load_file(str(folder / "weights.safetensors"))
+    w["deformation.0.translations"] = torch.zeros(4, 3, 3)
+    w["canonical.means"][:7] = float("nan")
+    save_file(w, str(folder / "weights.safetensors"))
+    assert main(["render", str(folder), "--frames", "1", "--out", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "canonical.means holds NaN or infinite values (7 of 80 Gaussians)" in err and len(err.splitlines()) == 1
+
+
+def test_camera_path_and_flag_limits(tmp_path, capsys):
+    from scene4d.cli import main
+
+    folder = _scene_folder(tmp_path)
+    path = {"camera_type": "perspective", "render_height": 10**6, "render_width": 640, "fps": 30, "seconds": 1,
+            "camera_path": [{"camera_to_world": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 0, 0, 1], "fov": 50}]}
+    (tmp_path / "p.json").write_text(json.dumps(path))
+    cases = [(["--path", str(tmp_path / "p.json")], "render_height must be a positive integer up to 16384"),
+             (["--fps", "nan"], "--fps must be a frame rate in (0, 1000]"),
+             (["--fps", "1e300"], "--fps must be a frame rate"),
+             (["--fov", "0"], "--fov must be a vertical field of view"),
+             (["--size", "100000x100000"], "at most 16384 pixels a side"),
+             (["--frames", "10000000"], "--frames must be at most 100000")]
+    path.update(render_height=480, keyframes=path.pop("camera_path") * 2, seconds=1e9)
+    (tmp_path / "k.json").write_text(json.dumps(path))
+    cases.append((["--path", str(tmp_path / "k.json")], "asks for more than 100000 frames"))
+    for args, msg in cases:
+        assert main(["render", str(folder), "--out", str(tmp_path / "v.mp4"), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, (args, err)
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    """A small PNG that decodes to 144 M pixels is refused with one line, not decoded."""
+    from PIL import Image
+
+    from scene4d.data import CaptureError
+    from scene4d.data.capture import read_image
+
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 200_000
+    with pytest.raises(CaptureError, match="claims more than .* pixels.*decompression bomb"):
+        read_image(tmp_path / "bomb.png", "frames[0].file_path")
