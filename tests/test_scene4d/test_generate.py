@@ -15,7 +15,6 @@ from scene4d.generate.config import load_generate_preset
 from scene4d.generate.job import generate
 from scene4d.io import save_scene
 from scene4d.procedural import moving_spheres_scene
-from scene4d.train import tensors_path
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +143,7 @@ def test_train_toy_one_step_changes_weights_and_resume_is_bit_exact(tmp_path):
                               checkpoint_every=100, warmup=1, channels=(8, 16), p_two_objects=0.5)
 
     train_toy_prior(tmp_path / "a", cfg(), progress=False, stop_at=1)
-    first = load_file(str(tensors_path(tmp_path / "a")))
+    first = load_file(str(tmp_path / "a" / "checkpoints" / "latest.safetensors"))
     from diffusion_prior.toy import new_toy_prior, trainable_parameters
     from scene4d.generate.train_toy import toy_vocabulary
 
@@ -152,11 +151,36 @@ def test_train_toy_one_step_changes_weights_and_resume_is_bit_exact(tmp_path):
     assert any(not torch.equal(first[f"param.{i}"], p.detach()) for i, p in enumerate(init))
     train_toy_prior(tmp_path / "a", cfg(), progress=False, resume=True)
     train_toy_prior(tmp_path / "b", cfg(), progress=False)
-    a = load_file(str(tensors_path(tmp_path / "a")))
-    b = load_file(str(tensors_path(tmp_path / "b")))
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "latest.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "latest.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert (tmp_path / "b" / "prior" / "unet" / "config.json").is_file()
+
+
+def test_train_toy_init_continues_from_a_prior_folder(tmp_path):
+    """--init: the run starts from the given prior's weights (not its own seed's) and keeps its record."""
+    from diffusion_prior.multiview import MultiViewPrior
+    from scene4d.generate.train_toy import ToyTrainConfig, train_toy_prior
+
+    def cfg(seed):  # lr 0: a run's exported weights are the ones it started from
+        return ToyTrainConfig(steps=1, batch=1, chunk_groups=1, initial_chunks=1, steps_per_chunk=1, buffer_chunks=1,
+                              checkpoint_every=100, warmup=1, channels=(8, 16), lr=0.0, seed=seed)
+
+    def unet(folder):
+        return MultiViewPrior.from_pretrained(folder / "prior").unet.state_dict()
+
+    train_toy_prior(tmp_path / "a", cfg(1), progress=False)
+    train_toy_prior(tmp_path / "b", cfg(0), progress=False, init=tmp_path / "a" / "prior")
+    train_toy_prior(tmp_path / "c", cfg(0), progress=False)
+    a, b, c = unet(tmp_path / "a"), unet(tmp_path / "b"), unet(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # without --init, seed 0 starts elsewhere
+    rec = json.loads((tmp_path / "b" / "prior" / "training.json").read_text())
+    assert rec["init"]["folder"] == str(tmp_path / "a" / "prior") and rec["init"]["record"]["steps"] == 1
+    with pytest.raises(ValueError, match="does not match this run's architecture"):
+        bigger = ToyTrainConfig(steps=1, batch=1, chunk_groups=1, initial_chunks=1, channels=(16, 32))
+        train_toy_prior(tmp_path / "d", bigger, progress=False, init=tmp_path / "a" / "prior")
 
 
 @pytest.mark.parametrize("image_kind, video_kind", [("sd", "zeroscope"), ("mvdream", "animatediff"), ("sd", "svd")])
