@@ -3,7 +3,8 @@ every frame in memory, ~26 MB per 1080p frame).
 
     python bench/render_memory.py [--gaussians 30000] [--size 1920x1080] [--frames 10 100]
 
-Each count runs as its own process (`scene4d render` on a procedural scene folder, one thread);
+Each count runs as its own process (the render job on a procedural scene folder, one thread, one
+viewpoint for every frame while time plays);
 the peak resident memory of that process (``ru_maxrss``) is printed beside the wall time, and
 the ratio to the first count. Frames stream to the encoder, so the peak should not grow with the
 count."""
@@ -50,10 +51,17 @@ def main(argv=None) -> None:
         print(f"{'frames':>8}{'peak RSS MB':>14}{'x first':>9}{'wall s':>9}{'s/frame':>9}")
         first = None
         for n in args.frames:
-            code = ("import resource, sys; from scene4d.cli import main; "
-                    f"rc = main(['render', {str(scene)!r}, '--frames', '{n}', '--size', '{args.size}', '--threads', '1', "
-                    f"'--out', {str(Path(tmp) / f'v{n}.mp4')!r}]); "
-                    "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+            # one viewpoint for every frame (time plays): the rasterizer's per-frame peak depends on the
+            # view, so counts are compared on the same view and only the number of frames differs
+            code = ("import resource, sys, torch; torch.set_num_threads(1)\n"
+                    "from pathlib import Path\n"
+                    "from scene4d.cli import load_scene\n"
+                    "from scene4d.render import make_path, parse_size, render_video\n"
+                    f"sc, _, _ = load_scene(Path({str(scene)!r}))\n"
+                    f"one = make_path('orbit', sc, frames=1, size=parse_size({args.size!r}))\n"
+                    f"cams = one[[0] * {n}].with_times(torch.linspace(0, 1, {n}))\n"
+                    f"render_video(sc, cams, Path({str(Path(tmp) / f'v{n}.mp4')!r}), progress=False)\n"
+                    "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             wall = time.perf_counter() - t0
