@@ -300,6 +300,14 @@ def reconstruct(
     # flags first: a typo should not cost the minutes of the camera step before it is reported
     _at_least("--iters", iters, 1)
     _at_least("--threads", threads, 1)
+    from cameras.limits import MAX_FRAMES, MAX_IMAGE_SIDE
+
+    if not 16 <= size <= MAX_IMAGE_SIDE:
+        raise UsageError(f"--size must be 16..{MAX_IMAGE_SIDE} pixels (the long side), got {size}")
+    if not 2 <= max_frames <= MAX_FRAMES:
+        raise UsageError(f"--max-frames must be 2..{MAX_FRAMES}, got {max_frames}")
+    if iters is not None and iters > 10_000_000:
+        raise UsageError(f"--iters {iters} is more steps than any preset needs (at most 10000000)")
     dev = _device(device)
     out = Path(out)
     video_input = _needs_poses(data)

@@ -137,7 +137,7 @@ def config_to_json(cfg: TrainConfig) -> dict:
 def config_from_json(d: dict) -> TrainConfig:
     d = dict(d)
     d["deformation"] = None if d.get("deformation") is None else config_from_dict(d["deformation"])
-    d["densify"] = DensifyConfig(**d["densify"])
+    d["densify"] = None if d.get("densify") is None else DensifyConfig(**d["densify"])
     return TrainConfig(**d)
 
 
@@ -329,6 +329,11 @@ def train(
         if conflict := resume_conflict(out, source):
             raise SceneFolderError(conflict)
         meta = read_checkpoint(out) or {}
+        was = meta.get("image_size")
+        if was is not None and list(was) != [capture.width, capture.height]:
+            raise SceneFolderError(f"{out}: the unfinished run there trained on {was[0]}x{was[1]} images, this capture "
+                                   f"loads as {capture.width}x{capture.height} (another --downscale?); resume with "
+                                   "the run's own --downscale, or start afresh into another --out")
         cfg_saved = config_from_json(meta["config"])
         center, radius = capture.bounds()
         if cfg.deformation is not None:  # as the run's own config has them, so they compare equal
@@ -366,7 +371,7 @@ def train(
     return fit(
         scene, objective, out, fit_config(cfg, scene_scale), resume=resume, stop_at=stop_at, progress=progress,
         backend=backend, evaluate=evaluate_fn, on_step=on_step,
-        checkpoint_meta={"config": config_to_json(cfg), "source": source},
+        checkpoint_meta={"config": config_to_json(cfg), "source": source, "image_size": [capture.width, capture.height]},
         publish={"train_cameras": cams, "test_cameras": capture.test.cameras, "background": capture.background},
         provenance={"source": source, "format": capture.format, "config": config_to_json(cfg), **(provenance or {})},
         resume_command=f"scene4d reconstruct DATA --out {out} --resume",

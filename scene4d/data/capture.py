@@ -486,6 +486,10 @@ def intrinsics_K(spec: dict[str, float], width: int, height: int, where: str) ->
         raise CaptureError(f"{where}: w, h = {w0:g}, {h0:g} must be positive")
     fx = spec.get("fl_x")
     fy = spec.get("fl_y")
+    for key in ("camera_angle_x", "camera_angle_y"):
+        if key in spec and not 0 < spec[key] < math.pi:
+            raise CaptureError(f"{where}: {key} = {spec[key]:g} must lie in (0, pi): it is a field of view in "
+                               "radians (0.69 is about 40 degrees)")
     if fx is None and "camera_angle_x" in spec:
         fx = 0.5 * w0 / math.tan(0.5 * spec["camera_angle_x"])
     if fy is None and "camera_angle_y" in spec:

@@ -327,3 +327,42 @@ def test_decompression_bomb_is_refused(tmp_path):
     assert (tmp_path / "bomb.png").stat().st_size < 200_000
     with pytest.raises(CaptureError, match="claims more than .* pixels.*decompression bomb"):
         read_image(tmp_path / "bomb.png", "frames[0].file_path")
+
+
+def test_zero_field_of_view_is_one_line(tmp_path):
+    from scene4d.data import CaptureError, load_capture
+    from scene4d.data.synthetic import make_dnerf_capture
+
+    cap = make_dnerf_capture(tmp_path / "cap", n_train=2, n_test=1, n_val=0, size=16)
+    for name in ("transforms_train.json", "transforms_test.json"):
+        doc = json.loads((cap / name).read_text())
+        doc["camera_angle_x"] = 0
+        (cap / name).write_text(json.dumps(doc))
+    with pytest.raises(CaptureError, match=r"camera_angle_x = 0 must lie in \(0, pi\)"):
+        load_capture(cap)
+
+
+def test_resume_refuses_another_downscale(tmp_path):
+    """--resume with another --downscale used to continue silently on images of another size."""
+    from scene4d.io import SceneFolderError
+    from scene4d.reconstruct import TrainConfig, train
+
+    cap_dir = make_dnerf_capture(tmp_path / "cap", n_train=2, n_test=1, n_val=0, size=16)
+    cfg = lambda: TrainConfig(iters=20, warmup_iters=2, init_points=100, checkpoint_every=1000,  # noqa: E731
+                              deformation=MotionNodesConfig(nodes=4, time_resolution=3), densify=None)
+    train(load_capture(cap_dir), tmp_path / "s", cfg(), progress=False, evaluate=False, stop_at=5)
+    with pytest.raises(SceneFolderError, match="trained on 16x16 images, this capture loads as 8x8"):
+        train(load_capture(cap_dir, downscale=2), tmp_path / "s", cfg(), progress=False, evaluate=False, resume=True)
+    assert train(load_capture(cap_dir), tmp_path / "s", cfg(), progress=False, evaluate=False, resume=True).steps == 20
+
+
+def test_reconstruct_flag_limits(tmp_path, capsys):
+    from scene4d.cli import main
+
+    cap = make_dnerf_capture(tmp_path / "cap", n_train=2, n_test=1, n_val=0, size=16)
+    for args, msg in [(["--size", "100000"], "--size must be 16..16384"), (["--max-frames", "10000000"], "--max-frames"),
+                      (["--iters", "100000000000"], "more steps than any preset needs")]:
+        assert main(["reconstruct", str(cap), "--out", str(tmp_path / "s"), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, err
+    assert not (tmp_path / "s").exists()
