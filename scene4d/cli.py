@@ -357,7 +357,9 @@ def reconstruct(
         raise SystemExit(130)
     m = res.metrics
     print(f"scene written to {out} ({m.get('n_gaussians')} Gaussians, {res.seconds:.0f} s)")
-    print(f"test PSNR {m.get('psnr')} dB, SSIM {m.get('ssim')}, flicker {m.get('flicker_static_camera')}"
+    which = "test" if m.get("held_out", True) else \
+        "training-view (the capture has a single view, so nothing is held out: this measures fit, not novel views)"
+    print(f"{which} PSNR {m.get('psnr')} dB, SSIM {m.get('ssim')}, flicker {m.get('flicker_static_camera')}"
           + (f", LPIPS {m['lpips']}" if m.get("lpips") is not None else f" ({m.get('lpips_note')})"))
     print(f"metrics: {out / 'metrics.json'}; test views beside ground truth: {out / 'renders' / 'test'}")
 

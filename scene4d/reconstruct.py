@@ -446,8 +446,13 @@ def evaluate_scene(scene: Scene4D, capture, out: Path, sh_degree: int, *, write_
     bg = torch.tensor(capture.background, dtype=torch.float32)
     pred = render_split(scene, test.cameras, bg, sh_degree, backend).clamp(0, 1)
     gt = test.images
+    tr = capture.train
+    held_out = not (len(test.cameras) == len(tr.cameras)
+                    and torch.equal(test.cameras.world_to_camera, tr.cameras.world_to_camera)
+                    and torch.equal(test.times.reshape(-1), tr.times.reshape(-1)))
     m = {
         "test_views": len(test.cameras),
+        "held_out": held_out,
         "psnr": round(float(torch.stack([losses.psnr(pred[i : i + 1], gt[i : i + 1]) for i in range(len(gt))]).mean()), 3),
         "ssim": round(float(torch.stack([losses.ssim(pred[i : i + 1], gt[i : i + 1]) for i in range(len(gt))]).mean()), 4),
     }

@@ -366,3 +366,17 @@ def test_reconstruct_flag_limits(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "s").exists()
+
+
+def test_single_view_capture_does_not_call_its_training_view_a_test(tmp_path, capsys):
+    from scene4d.cli import main
+
+    cap = make_dnerf_capture(tmp_path / "cap", n_train=2, n_test=1, n_val=0, size=16)
+    (cap / "transforms_test.json").unlink()
+    doc = json.loads((cap / "transforms_train.json").read_text())
+    doc["frames"] = doc["frames"][:1]
+    (cap / "transforms_train.json").write_text(json.dumps(doc))
+    assert main(["reconstruct", str(cap), "--out", str(tmp_path / "s"), "--iters", "3", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training-view (the capture has a single view, so nothing is held out" in out and "\ntest PSNR" not in out
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["held_out"] is False
