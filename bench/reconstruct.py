@@ -8,6 +8,8 @@
                                                              #   motion only its texture shows
     python bench/reconstruct.py --handheld                   # generated 320x240 phone-style clip:
                                                              #   poses (pycolmap) + handheld preset
+    python bench/reconstruct.py --compare-backend torch      # the same run with the torch rasterizer:
+                                                             #   time ratio and PSNR difference
 
 The reference in the same run is the static baseline (--compare-static): the dynamic field's gain
 over it, in dB, is what the deformation buys for the same number of steps.
@@ -68,9 +70,13 @@ def main():
     ap.add_argument("--compare-static", action="store_true")
     ap.add_argument("--compare-field", choices=FIELDS, default=None, help="also run with this field, same budget")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--split-threads", action="store_true",
+                    help="renderers.configure_cpu_threads(None): torch 1 thread, the compiled rasterizer every core")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="auto: CUDA (gsplat's rasterizer when installed) if there is a GPU")
-    ap.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto", help="rasterizer")
+    ap.add_argument("--backend", choices=["auto", "torch", "numba", "gsplat"], default="auto", help="rasterizer")
+    ap.add_argument("--compare-backend", choices=["torch", "numba", "gsplat"], default=None,
+                    help="also run with this rasterizer, same budget (on the CPU: torch beside the compiled one)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the fitted scene folders under this folder")
     ap.add_argument("--progress", action="store_true", help="show the training progress bar")
     ap.add_argument("--handheld", action="store_true", help="a generated handheld clip through poses + reconstruct")
@@ -78,12 +84,14 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from renderers import default_device, resolve_backend
+    from renderers import configure_cpu_threads, default_device, resolve_backend
+
+    threads_note = configure_cpu_threads(args.threads) if args.split_threads else f"{torch.get_num_threads()}"
 
     device = default_device().type if args.device == "auto" else args.device
     raster = resolve_backend(args.backend, device)
     print(f"device={device}{' (' + torch.cuda.get_device_name() + ')' if device == 'cuda' else ''} rasterizer={raster} "
-          f"torch={torch.__version__} threads={torch.get_num_threads()}")
+          f"torch={torch.__version__} threads={threads_note}")
     with tempfile.TemporaryDirectory() as d:
         if args.handheld:
             import time
@@ -118,7 +126,15 @@ def main():
         procedural = args.data is None and not args.handheld
         kw = dict(device=device, keep=args.keep, progress=args.progress, backend=args.backend,
                   orbiter_turns=args.orbiter_turns)
-        dyn = run(capture, cfg, kind, procedural, **kw)
+        label = f"{kind}/{raster}" if args.compare_backend else kind
+        dyn = run(capture, cfg, label, procedural, **kw)
+        if args.compare_backend:
+            other_be = resolve_backend(args.compare_backend, device)
+            other = run(capture, config(args.field), f"{kind}/{other_be}", procedural,
+                        **{**kw, "backend": args.compare_backend})
+            print(f"{other_be} / {raster}: step time ratio {other['train_seconds'] / dyn['train_seconds']:.2f}x "
+                  f"(train seconds {other['train_seconds']:.1f} / {dyn['train_seconds']:.1f}); "
+                  f"PSNR {raster} - {other_be} = {dyn['psnr'] - other['psnr']:+.2f} dB", flush=True)
         if args.compare_field:
             other = run(capture, config(args.compare_field), args.compare_field, procedural, **kw)
             print(f"{kind} - {args.compare_field} = {dyn['psnr'] - other['psnr']:+.2f} dB; "

@@ -2,6 +2,13 @@
 
     python bench/render.py                      # the standard grid (10k/100k x 256^2/800^2 x 1/8 cams)
     python bench/render.py --n 20000 --size 256 # one configuration
+    python bench/render.py --n 20000 100000 --size 256 800 --cams 1 --isolate --threads 1 2
+                                                # the compiled CPU rasterizer's acceptance grid: each
+                                                # (backend, config, threads) in its own process, its
+                                                # peak RSS reported
+
+On the CPU the backends are the torch rasterizer (the reference) and the compiled one ("numba"),
+measured in the same run; the ratio line is torch time / numba time.
 
 Scene: N Gaussians in a cube seen from a ring of cameras, sizes log-uniform so footprints span
 ~1-20 px at 256^2 (a trained scene's mix), opacities uniform in [0.1, 0.9], SH degree 3.
@@ -22,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cameras import Cameras, intrinsics_from_fov, look_at  # noqa: E402
-from renderers import Gaussians, default_device, gsplat_available, rasterize  # noqa: E402
+from renderers import Gaussians, cpu_backend_available, default_device, gsplat_available, rasterize  # noqa: E402
 
 
 def make_scene(n: int, size: int, n_cams: int, device: str, seed: int = 0):
@@ -168,6 +177,22 @@ def bench_playback(folder, size: int, frames: int, device: str, backend: str):
           f"{max(0.0, t_play - t_frozen) / t_play:.0%}", flush=True)
 
 
+def bench_isolated(be, n, size, c, repeat, threads):
+    """bench_one in a fresh process: its absolute peak RSS is this configuration's alone."""
+    code = (f"import sys, resource, torch; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+            f"torch.set_num_threads({threads})\n"
+            "from render import bench_one\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+            f"r = bench_one({be!r}, {n}, {size}, {c}, 'cpu', {repeat})\n"
+            "print('RESULT', r[0], r[1], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
+    if p.returncode != 0 or not lines:
+        raise SystemExit(p.stderr[-2000:])
+    _, tf, tb, rss, base = lines[-1].split()
+    return float(tf), float(tb), float(rss), float(base)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="*", default=[10_000, 100_000])
@@ -175,18 +200,49 @@ def main():
     ap.add_argument("--cams", type=int, nargs="*", default=[1, 8])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backends", nargs="*", default=None)
+    ap.add_argument("--isolate", action="store_true",
+                    help="CPU: each measurement in its own process, reporting that process's peak RSS")
+    ap.add_argument("--threads", type=int, nargs="*", default=None,
+                    help="CPU thread counts to measure (default: torch's); with --isolate")
     ap.add_argument("--scene", default=None, help="a fitted scene folder: time its playback (or random:N:PRESET:FIELD, "
                     "a random scene of N Gaussians with that preset's field)")
     ap.add_argument("--frames", type=int, default=120, help="playback frames")
     args = ap.parse_args()
     device = default_device().type
-    backends = args.backends or (["torch", "gsplat"] if gsplat_available() else ["torch"])
+    if args.backends:
+        backends = args.backends
+    elif device == "cuda":
+        backends = ["torch", "gsplat"] if gsplat_available() else ["torch"]
+    else:
+        backends = ["torch", "numba"] if cpu_backend_available() else ["torch"]
     if args.scene is not None:
         for be in backends:
             for size in args.size:
                 bench_playback(args.scene, size, args.frames, device, be)
         return
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} backends={backends}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} backends={backends} "
+          f"cores={os.cpu_count()} load1={load:.2f} (other processes running: ~{load:.1f} cores' worth)")
+    if args.isolate:
+        if device != "cpu":
+            raise SystemExit("--isolate measures CPU processes")
+        print(f"{'backend':8s} {'N':>7s} {'size':>5s} {'C':>2s} {'thr':>3s} {'fwd_s':>8s} {'fwd+bwd_s':>10s} "
+              f"{'peakRSS_MB':>10s} {'after_imports_MB':>16s}")
+        for n in args.n:
+            for size in args.size:
+                for c in args.cams:
+                    for th in args.threads or [torch.get_num_threads()]:
+                        row = {}
+                        for be in backends:
+                            tf, tb, rss, base = bench_isolated(be, n, size, c, args.repeat, th)
+                            row[be] = (tf, tb)
+                            print(f"{be:8s} {n:7d} {size:5d} {c:2d} {th:3d} {tf:8.3f} {tb:10.3f} {rss:10.0f} {base:16.0f}",
+                                  flush=True)
+                        if "torch" in row and "numba" in row:
+                            print(f"{'':8s} torch/numba ({th} thread{'s' if th > 1 else ''}): fwd "
+                                  f"{row['torch'][0] / row['numba'][0]:.1f}x  fwd+bwd "
+                                  f"{row['torch'][1] / row['numba'][1]:.1f}x", flush=True)
+        return
     print(f"{'backend':8s} {'N':>7s} {'size':>5s} {'C':>2s} {'fwd_s':>8s} {'fwd+bwd_s':>10s} {'fwd_MB':>8s} {'f+b_MB':>8s}")
     for n in args.n:
         for size in args.size:
@@ -203,6 +259,9 @@ def main():
                 if "torch" in row and "gsplat" in row:
                     print(f"{'':8s} torch/gsplat: fwd {row['torch'][0] / row['gsplat'][0]:.1f}x  "
                           f"fwd+bwd {row['torch'][1] / row['gsplat'][1]:.1f}x")
+                if "torch" in row and "numba" in row:
+                    print(f"{'':8s} torch/numba: fwd {row['torch'][0] / row['numba'][0]:.1f}x  "
+                          f"fwd+bwd {row['torch'][1] / row['numba'][1]:.1f}x", flush=True)
 
 
 if __name__ == "__main__":

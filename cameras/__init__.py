@@ -17,6 +17,16 @@ from .conventions import (
     quat_wxyz_to_rotmat,
     rotmat_to_quat_wxyz,
 )
+from .capture_paths import (
+    CaptureRig,
+    SeenRegion,
+    capture_rig,
+    input_arc,
+    input_spiral,
+    llff_focus_depth,
+    seen_region,
+    stabilized,
+)
 from .io import read_camera_path, write_camera_path
 from .paths import (
     TimeSchedule,
@@ -54,6 +64,15 @@ __all__ = [
     "parse_time_schedule",
     "schedule_times",
     "spiral",
+    # paths from a capture's input cameras
+    "CaptureRig",
+    "SeenRegion",
+    "capture_rig",
+    "input_arc",
+    "input_spiral",
+    "llff_focus_depth",
+    "seen_region",
+    "stabilized",
     # io
     "read_camera_path",
     "write_camera_path",

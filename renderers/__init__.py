@@ -30,10 +30,18 @@ from .gaussians import (
     rgb_to_sh0,
     sh0_to_rgb,
 )
+from .cpu_backend import (
+    configure_cpu_threads,
+    cpu_backend_available,
+    cpu_backend_status,
+    rasterize_cpu,
+    set_raster_threads,
+    warn_fallback_once,
+)
 from .gsplat_backend import gsplat_available, rasterize_gsplat
 from .torch_backend import rasterize_torch
 
-Backend = Literal["auto", "torch", "gsplat"]
+Backend = Literal["auto", "torch", "gsplat", "numba"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,8 @@ class RasterOptions:
     radius_clip: float = 0.0
     """Gaussians whose screen radius is at most this many pixels are culled."""
     tile_size: Optional[int] = None
-    """Tile edge in pixels; None picks each backend's fastest (gsplat 16; torch 4, measured on CPU
-    with bench/render.py). Results do not depend on it."""
+    """Tile edge in pixels; None picks each backend's fastest (gsplat 16; numba 64 x 16; torch 4,
+    measured on CPU with bench/render.py). Results do not depend on it."""
     alpha_min: float = 1.0 / 255.0
     """Contributions with alpha below this are skipped."""
     alpha_max: float = 0.999
@@ -98,11 +106,19 @@ def default_device() -> torch.device:
 
 def resolve_backend(backend: str, device: Union[str, torch.device]) -> str:
     """The rasterizer ``backend`` names on ``device``: "auto" is gsplat's kernels on CUDA when
-    gsplat is installed, the torch rasterizer otherwise."""
+    gsplat is installed, the compiled CPU rasterizer ("numba") on the CPU when numba loads (else,
+    said once, the torch rasterizer), the torch rasterizer elsewhere."""
     if backend == "auto":
-        return "gsplat" if (torch.device(device).type == "cuda" and gsplat_available()) else "torch"
-    if backend not in ("torch", "gsplat"):
-        raise RenderError(f"unknown backend {backend!r}; choose 'auto', 'torch' or 'gsplat'")
+        dev = torch.device(device).type
+        if dev == "cuda" and gsplat_available():
+            return "gsplat"
+        if dev == "cpu":
+            if cpu_backend_available():
+                return "numba"
+            warn_fallback_once()
+        return "torch"
+    if backend not in ("torch", "gsplat", "numba"):
+        raise RenderError(f"unknown backend {backend!r}; choose 'auto', 'torch', 'numba' or 'gsplat'")
     return backend
 
 
@@ -124,7 +140,9 @@ def rasterize(
         background: colour behind the Gaussians: a float, an RGB triple, (3,) or (C, 3); black if None.
         sh_degree: SH degree to evaluate (<= stored degree); all stored bands if None.
         backend: "torch" (pure PyTorch, any device, differentiable in every Gaussian parameter and
-            the camera pose), "gsplat" (CUDA kernels), or "auto" (gsplat on CUDA when available).
+            the camera pose; the reference), "numba" (compiled CPU kernels, the torch backend's
+            semantics and gradients, several times faster), "gsplat" (CUDA kernels), or "auto"
+            (gsplat on CUDA when available, numba on the CPU when it loads, else torch).
         options: see :class:`RasterOptions`.
         check: validate inputs (finite values, shapes); costs one host sync.
     """
@@ -147,7 +165,9 @@ def rasterize(
         raise RenderError(f"sh_degree={degree} but the Gaussians store SH up to degree {stored}")
     bg = _background(background, C, dt, dev)
 
-    backend = resolve_backend(backend, dev)
+    requested, backend = backend, resolve_backend(backend, dev)
+    if backend == "numba" and requested == "auto" and dt not in (torch.float32, torch.float64):
+        backend = "torch"  # the compiled kernels read float32/float64
 
     if len(gaussians) == 0:
         rgb = (bg if bg is not None else torch.zeros(C, 3, dtype=dt, device=dev))[:, None, None, :]
@@ -173,6 +193,20 @@ def rasterize(
             tile_size=options.tile_size or 4,
         )
         return RenderOutput(rgb, alpha, depth, proj.means2d, proj.radii, proj.depths, "torch")
+    if backend == "numba":
+        if dev.type != "cpu" or dt not in (torch.float32, torch.float64):
+            raise RenderError(f"backend 'numba' renders float32/float64 CPU tensors, got {dt} on {dev}; "
+                              "use backend='auto'")
+        ok, why = cpu_backend_status()
+        if not ok:
+            raise RenderError(f"backend 'numba' is unavailable here ({why}); use backend='torch' or 'auto'")
+        rgb, alpha, depth, proj = rasterize_cpu(
+            **common, alpha_min=options.alpha_min, alpha_max=options.alpha_max,
+            transmittance_min=options.transmittance_min,
+            # None: 64 x 16 pixel tiles, the fastest shape measured (bench/render.py sizes, 1-2 threads)
+            tile_size=options.tile_size or 16, tile_width=None if options.tile_size else 64,
+        )
+        return RenderOutput(rgb, alpha, depth, proj.means2d, proj.radii, proj.depths, "numba")
     rgb, alpha, depth, meta = rasterize_gsplat(**common, tile_size=options.tile_size or 16)
     return RenderOutput(rgb, alpha, depth, meta["means2d"], meta["radii"], meta["depths"], "gsplat")
 
@@ -192,5 +226,6 @@ def _background(background, C, dt, dev) -> Optional[Tensor]:
 
 __all__ = [
     "Gaussians", "GaussianError", "RasterOptions", "RenderOutput", "RenderError", "rasterize",
-    "gsplat_available", "default_device", "resolve_backend", "covariances", "eval_sh", "quat_multiply", "quat_to_rotmat", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
+    "gsplat_available", "cpu_backend_available", "cpu_backend_status", "configure_cpu_threads", "set_raster_threads",
+    "default_device", "resolve_backend", "covariances", "eval_sh", "quat_multiply", "quat_to_rotmat", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
 ]

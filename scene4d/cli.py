@@ -82,16 +82,18 @@ def load_scene(path: Path):
 def render(
     scene: Path,
     /,
-    path: str = "orbit",
-    time: str = "play",
-    frames: int = 120,
+    path: Optional[str] = None,
+    time: Optional[str] = None,
+    frames: Optional[int] = None,
     fps: Optional[float] = None,
     size: Optional[str] = None,
     out: Optional[Path] = None,
-    fov: float = 45.0,
+    fov: Optional[float] = None,
     elevation: float = 20.0,
     radius: Optional[float] = None,
-    up: str = "+z",
+    up: Optional[str] = None,
+    extrapolate: Optional[float] = None,
+    write_path: Optional[Path] = None,
     background: str = "white",
     depth: bool = False,
     alpha: bool = False,
@@ -104,20 +106,39 @@ def render(
 
     Args:
         scene: a scene folder (from scene4d reconstruct) or a 3DGS .ply file.
-        path: orbit, spiral, dolly (dolly-zoom), train, test, or a nerfstudio camera_path.json.
-        time: play (0 -> 1 over the video), freeze:T, or bullet:T (play, freeze at T, play on).
-        frames: number of frames for generated paths (a camera path file sets its own: its
-            cameras, or its keyframes' seconds x fps).
+        path: the camera path (default: an orbit for a 360 capture or a scene without input
+            cameras, a spiral for a forward-facing capture such as a phone clip; the choice is
+            printed). Built from the input cameras: spiral (a forward-facing capture's: around the
+            mean input camera within their spread, looking at the focus point), smooth (the input
+            trajectory stabilised, same timing), arc (bullet time: a sweep around the focus point
+            over the captured angles, a bit beyond; time frozen at 0.5 unless --time says). Around
+            the scene's bounds: orbit, dolly (dolly-zoom; a forward-facing capture's runs back from
+            the mean input camera), spiral (of a .ply or a 360 capture). Or train, test (the input
+            cameras), or a nerfstudio camera_path.json.
+        time: play (0 -> 1 over the video), freeze:T, or bullet:T (play, freeze at T, play on);
+            default play (arc: freeze:0.5; smooth, train, test and camera path files keep their
+            own times).
+        frames: number of frames for generated paths (default 120; smooth: one per input frame);
+            a camera path file sets its own: its cameras, or its keyframes' seconds x fps.
         fps: frames per second of the video (default: a camera path file's fps, else 30); a
             keyframed camera path is sampled at this rate, keeping its duration.
-        size: output size WIDTHxHEIGHT (default: a camera path file's render size, the train/test
-            cameras' own size, else 640x480). Another aspect ratio keeps the vertical field of view.
+        size: output size WIDTHxHEIGHT (default: a camera path file's render size, the input
+            cameras' size for paths built from them and for train/test, else 640x480). Another
+            aspect ratio keeps the vertical field of view.
         out: output video, .mp4 (default: SCENE/renders/PATH.mp4 for a scene folder,
             SCENE_PATH.mp4 beside a .ply file).
-        fov: vertical field of view in degrees for generated paths.
-        elevation: camera elevation above the horizon in degrees for generated paths.
-        radius: camera distance from the scene centre (default: frames the whole scene).
-        up: world up axis of the scene: +z, -z, +y, -y, +x, -x.
+        fov: vertical field of view in degrees for generated paths (default: the input cameras'
+            for paths built from them, else 45).
+        elevation: camera elevation above the horizon in degrees for orbit, and for dolly and
+            spiral around the scene's bounds.
+        radius: camera distance from the scene centre for those (default: frames the whole scene).
+        up: world up axis of the scene: +z, -z, +y, -y, +x, -x (default: the input cameras' mean
+            up, snapped to an axis within 15 degrees; else scene.json's; else +z).
+        extrapolate: how far spiral, arc and dolly go beyond the input cameras, as a multiple of
+            their spread (default 1: as far as they went; 2 twice as far). A warning says when
+            any path leaves the region the input cameras saw.
+        write_path: also save the path as a nerfstudio camera_path.json (to edit, then render with
+            --path FILE); with it, the video is rendered only when --out is given.
         background: white, black, grey or R,G,B in [0,1].
         depth: also write a colourised depth video (*_depth.mp4).
         alpha: also write an opacity video (*_alpha.mp4).
@@ -126,7 +147,7 @@ def render(
         device: auto, cpu or cuda.
         threads: CPU threads (default: torch's, all cores); 1 when other jobs share a small machine.
     """
-    from .render import make_path, parse_background, parse_size, render_video
+    from .render import parse_background, parse_size, render_video
 
     wh = parse_size(size) if size is not None else None
     bg = parse_background(background)
@@ -139,34 +160,56 @@ def render(
             check_fps(fps)
     except LimitError as e:
         raise UsageError(str(e)) from None
-    if frames > MAX_FRAMES:
+    if frames is not None and frames > MAX_FRAMES:
         raise UsageError(f"--frames must be at most {MAX_FRAMES}, got {frames}")
-    if not 0 < fov < 180:
+    if fov is not None and not 0 < fov < 180:
         raise UsageError(f"--fov must be a vertical field of view in degrees in (0, 180), got {fov}")
     if out is not None and Path(out).suffix.lower() not in OUT_VIDEO_SUFFIXES:
         raise UsageError(f"--out {out}: scene4d writes H.264 video; give a file ending in .mp4 "
                          f"(or {', '.join(OUT_VIDEO_SUFFIXES[1:])}); --png also writes every frame as PNG")
+    if write_path is not None and Path(write_path).suffix.lower() != ".json":
+        raise UsageError(f"--write-path {write_path}: a camera path is a .json file (nerfstudio's camera_path.json)")
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     sc, train_cams, test_cams = load_scene(scene)
+    from .paths import plan_path
+
     try:
-        cams = make_path(path, sc, frames=frames, size=wh, time=time, fov_deg=fov, elevation_deg=elevation,
-                         radius=radius, up=up, train_cameras=train_cams, test_cameras=test_cams, fps=fps)
+        plan = plan_path(path, sc, frames=frames, size=wh, time=time, fov_deg=fov, elevation_deg=elevation,
+                         radius=radius, up=up, scene_up=_scene_up(scene), train_cameras=train_cams,
+                         test_cameras=test_cams, fps=fps, extrapolate=extrapolate)
     except ValueError as e:  # path/schedule validators speak to the user already
         raise UsageError(str(e)) from None
+    cams = plan.cameras
+    if plan.note:
+        print(plan.note)
+    if plan.warning:
+        print(f"scene4d render: warning: {plan.warning}", file=sys.stderr)
+    is_file = path is not None and path.lower().endswith(".json")
     if fps is None:
         fps = 30.0
-        if path.lower().endswith(".json"):
+        if is_file:
             import json
 
             file_fps = json.loads(Path(path).read_text()).get("fps")  # read_camera_path has checked the file
             if isinstance(file_fps, (int, float)) and file_fps > 0:
                 fps = float(file_fps)
+    if write_path is not None:
+        from cameras import write_camera_path
+
+        try:
+            write_camera_path(write_path, cams, fps=fps)
+        except OSError as e:
+            raise UsageError(f"--write-path {write_path}: cannot write it ({e.strerror or e})") from None
+        print(f"wrote {write_path} ({len(cams)} cameras, {cams.width}x{cams.height}, {len(cams) / fps:.1f} s at "
+              f"{fps:g} fps); edit it, then: scene4d render {scene} --path {write_path}")
+        if out is None:
+            return
     w, h = cams.width, cams.height
     if out is None:
-        stem = Path(path).stem if path.lower().endswith(".json") else path
+        stem = Path(path).stem if is_file else plan.name
         if Path(scene).is_dir():
             out = Path(scene) / "renders" / f"{stem}.mp4"
         else:
@@ -180,6 +223,20 @@ def render(
     for extra in (res.depth_video, res.alpha_video, res.frames_dir):
         if extra is not None:
             print(f"wrote {extra}")
+
+
+def _scene_up(scene: Path) -> Optional[str]:
+    """The ``up`` a scene folder's scene.json records (load_scene has checked the file), else None."""
+    p = Path(scene) / "scene.json"
+    if not p.is_file():
+        return None
+    from cameras.limits import read_json
+
+    try:
+        up = read_json(p, "scene.json", max_bytes=8 << 20).get("up")
+    except (ValueError, AttributeError):
+        return None
+    return up if isinstance(up, str) else None
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".gif")

@@ -6,7 +6,6 @@ A *scene* is anything with ``at(t) -> renderers.Gaussians`` and ``bounds()``; a 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,14 +14,7 @@ from typing import Optional, Protocol, Tuple, Union
 import torch
 from tqdm import tqdm
 
-from cameras import (
-    Cameras,
-    dolly_zoom,
-    intrinsics_from_fov,
-    orbit,
-    read_camera_path,
-    spiral,
-)
+from cameras import Cameras
 from renderers import Gaussians, RasterOptions, rasterize
 
 from .media import VideoWriter, colorize_depth, write_image
@@ -117,80 +109,40 @@ def fit_size(cams: Cameras, width: int, height: int) -> Cameras:
 
 
 def make_path(
-    path: str,
+    path: Optional[str],
     scene: SceneLike,
     *,
-    frames: int,
-    size: Optional[Tuple[int, int]],
-    time: str = "play",
-    fov_deg: float = 45.0,
+    frames: Optional[int] = None,
+    size: Optional[Tuple[int, int]] = None,
+    time: Optional[str] = None,
+    fov_deg: Optional[float] = None,
     elevation_deg: float = 20.0,
     radius: Optional[float] = None,
-    up: Union[str, Tuple[float, float, float]] = "+z",
+    up: Union[str, Tuple[float, float, float], None] = None,
     center: Optional[Tuple[float, float, float]] = None,
     train_cameras: Optional[Cameras] = None,
     test_cameras: Optional[Cameras] = None,
     fps: Optional[float] = None,
+    extrapolate: Optional[float] = None,
+    scene_up: Optional[str] = None,
 ) -> Cameras:
-    """Build the cameras of a named path (orbit, spiral, dolly, train, test) or a camera_path.json.
+    """The cameras of a path: orbit, spiral, dolly, arc, smooth, train, test, a camera_path.json, or
+    None for the capture's default (an orbit for 360 captures and scenes without input cameras, a
+    spiral for forward-facing ones). Paths built from the input cameras (``train_cameras`` and
+    ``test_cameras``: the capture's) are described in :mod:`scene4d.paths`, which
+    :func:`scene4d.paths.plan_path` also returns the user-facing notes of.
 
-    ``size`` (width, height): None keeps a camera path file's ``render_width/height`` and the train /
-    test cameras' own size, and is 640x480 for generated paths. Cameras given a size of another
-    aspect ratio keep their vertical field of view and square pixels (the view widens or narrows,
-    as nerfstudio renders a camera path at another size), rather than being stretched. ``fps``
-    resamples a keyframed camera path file at that rate, keeping its duration."""
-    w, h = size if size is not None else (640, 480)
-    if isinstance(up, str):
-        if up not in UP:
-            raise UsageError(f"--up must be one of {sorted(set(UP))}, got {up!r}")
-        up = UP[up]
-    c, r = scene.bounds()
-    if center is not None:
-        c = torch.as_tensor(center, dtype=torch.float32)
-    K = intrinsics_from_fov(math.radians(fov_deg), w, h)
-    # frame the scene's bounding sphere with some margin
-    dist = radius if radius is not None else 1.0 * r / math.sin(math.radians(fov_deg) / 2)
-    name = path.lower()
-    if name == "orbit":
-        return orbit(c, dist, elevation_deg, frames, K=K, width=w, height=h, up=up, time=time)
-    if name == "spiral":
-        return spiral(c, dist, frames, K=K, width=w, height=h, up=up, elevation_deg=elevation_deg, time=time,
-                      z_amplitude=0.25 * r)
-    if name == "dolly":
-        el = math.radians(elevation_deg)
-        u = torch.tensor(up)
-        e1 = torch.tensor([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
-        e1 = e1 - (e1 @ u) * u
-        e1 = e1 / e1.norm()
-        direction = math.cos(el) * e1 + math.sin(el) * u
-        return dolly_zoom(c, dist, dist * 2.0, frames, direction=tuple(direction.tolist()), fov_start_deg=fov_deg,
-                          width=w, height=h, up=up, time=time)
-    if name in ("train", "test"):
-        cams = train_cameras if name == "train" else test_cameras
-        if cams is None:
-            raise UsageError(f"--path {name} needs the scene's {name} cameras: a .ply file has none, and a scene "
-                             "folder keeps them in cameras.json (missing here, or without that split); use "
-                             "--path orbit, spiral, dolly or a camera_path.json")
-        from cameras import schedule_times
+    ``size`` (width, height): None keeps a camera path file's ``render_width/height``, the input
+    cameras' size for paths built from them and for train / test, and is 640x480 for paths around
+    the scene's bounds. Cameras given a size of another aspect ratio keep their vertical field of
+    view and square pixels (the view widens or narrows, as nerfstudio renders a camera path at
+    another size), rather than being stretched. ``fps`` resamples a keyframed camera path file at
+    that rate, keeping its duration."""
+    from .paths import plan_path
 
-        if size is not None:
-            cams = fit_size(cams, w, h)
-        if cams.times is None or time != "play":
-            cams = cams.with_times(schedule_times(time, len(cams)))
-        return cams
-    p = Path(path)
-    if p.suffix.lower() == ".json":
-        if not p.is_file():
-            raise UsageError(f"--path {path}: no such camera path file")
-        cams = read_camera_path(p, fps=fps)
-        if size is not None:
-            cams = fit_size(cams, w, h)
-        if cams.times is None or time != "play":
-            from cameras import schedule_times
-
-            cams = cams.with_times(schedule_times(time, len(cams)))
-        return cams
-    raise UsageError(f"--path must be orbit, spiral, dolly, train, test or a camera_path.json; got {path!r}")
+    return plan_path(path, scene, frames=frames, size=size, time=time, fov_deg=fov_deg, elevation_deg=elevation_deg,
+                     radius=radius, up=up, scene_up=scene_up, center=center, train_cameras=train_cameras,
+                     test_cameras=test_cameras, fps=fps, extrapolate=extrapolate).cameras
 
 
 @torch.no_grad()

@@ -410,17 +410,9 @@ def pose_errors(world_to_camera: np.ndarray, truth_world_to_camera: np.ndarray) 
             "rms_centers": rms_c, "rot_max_centers": float(rot_c.max()), "path_length": length}
 
 
-def render_handheld(
-    *,
-    size: tuple[int, int] = (320, 240),
-    n_frames: int = 36,
-    dynamic_fraction: float = 0.1,
-    seed: int = 0,
-    camera_motion: str = "handheld",
-    fps: float = 30.0,
-    supersample: int = 2,
-) -> tuple[np.ndarray, HandheldTruth]:
-    """Render the clip: ((N, H, W, 3) uint8 frames, ground truth). Arguments as :func:`make_handheld_clip`."""
+def _world(size, n_frames: int, dynamic_fraction: float, seed: int, camera_motion: str):
+    """(scene, world_to_camera (N, 4, 4), K (3, 3), times (N,), walker centres (N, 3), walker yaws
+    (N,)) of the clip these arguments make: the same random draws in the same order every time."""
     width, height = int(size[0]), int(size[1])
     if n_frames < 2:
         raise ValueError(f"n_frames={n_frames}: need at least 2")
@@ -443,6 +435,52 @@ def render_handheld(
             cov = np.mean([scene.render(w2c[i], Ks, *small, times[i], (walk_c[i], walk_yaw[i]), mask_only=True)[1].mean()
                            for i in probe])
             scene.scale *= float(np.clip(math.sqrt(dynamic_fraction / max(cov, 1e-4)), 0.5, 2.0))
+    return scene, w2c, K, times, walk_c, walk_yaw
+
+
+def handheld_truth_renderer(
+    *,
+    size: tuple[int, int] = (320, 240),
+    n_frames: int = 36,
+    dynamic_fraction: float = 0.1,
+    seed: int = 0,
+    camera_motion: str = "handheld",
+    supersample: int = 2,
+):
+    """The ground truth of the clip :func:`make_handheld_clip` makes with these arguments, seen
+    from any camera at any time: ``(render, world_to_camera)`` with ``render(world_to_camera
+    (4, 4), K (3, 3), width, height, t) -> (H, W, 3) float32 image in [0, 1]`` (OpenCV axes, the
+    clip's world frame, anti-aliased like the clip) and the clip's own (N, 4, 4) cameras. Between
+    frames the moving objects' guide (the smoothed walk they keep ahead of) is interpolated
+    linearly in time. For novel-view benchmarks (``bench/paths.py``)."""
+    scene, w2c, K, times, walk_c, walk_yaw = _world(size, n_frames, dynamic_fraction, seed, camera_motion)
+    ss = int(supersample)
+
+    def render(world_to_camera, K_view, width: int, height: int, t: float) -> np.ndarray:
+        t = float(np.clip(t, 0.0, 1.0))
+        wc = np.stack([np.interp(t, times, walk_c[:, k]) for k in range(3)])
+        wy = float(np.interp(t, times, walk_yaw))
+        Kss = np.asarray(K_view, dtype=np.float64).copy()
+        Kss[:2] *= ss
+        rgb, _ = scene.render(np.asarray(world_to_camera, dtype=np.float64), Kss, width * ss, height * ss, t, (wc, wy))
+        return rgb.reshape(height, ss, width, ss, 3).mean(axis=(1, 3)).clip(0, 1).astype(np.float32)
+
+    return render, w2c
+
+
+def render_handheld(
+    *,
+    size: tuple[int, int] = (320, 240),
+    n_frames: int = 36,
+    dynamic_fraction: float = 0.1,
+    seed: int = 0,
+    camera_motion: str = "handheld",
+    fps: float = 30.0,
+    supersample: int = 2,
+) -> tuple[np.ndarray, HandheldTruth]:
+    """Render the clip: ((N, H, W, 3) uint8 frames, ground truth). Arguments as :func:`make_handheld_clip`."""
+    scene, w2c, K, times, walk_c, walk_yaw = _world(size, n_frames, dynamic_fraction, seed, camera_motion)
+    width, height = int(size[0]), int(size[1])
     Kss = K.copy()
     Kss[:2] *= supersample
     frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)

@@ -1,4 +1,7 @@
-"""The torch rasterizer against the brute-force per-pixel reference, finite differences and gsplat."""
+"""The torch rasterizer against the brute-force per-pixel reference, finite differences and gsplat.
+
+(``backend="torch"`` where a test is about the reference backend: "auto" picks the compiled CPU
+backend, which tests/test_renderers/test_cpu_backend.py holds against this one.)"""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def test_forward_matches_bruteforce(seed, sh_degree, tile):
     g = random_gaussians(40, seed=seed, sh_degree=sh_degree, opacity_range=(0.2, 1.0))
     cams = ring_cameras(3, width=37, height=29)
     bg = torch.tensor([[0.1, 0.2, 0.3], [1.0, 1.0, 1.0], [0.0, 0.5, 0.0]], dtype=F64)
-    out = rasterize(g, cams, background=bg, options=RasterOptions(tile_size=tile))
+    out = rasterize(g, cams, background=bg, options=RasterOptions(tile_size=tile), backend="torch")
     rgb, alpha, depth = rasterize_bruteforce(g, cams, background=bg)
     assert out.rgb.shape == (3, 29, 37, 3) and out.alpha.shape == (3, 29, 37, 1)
     assert alpha.mean() > 0.1  # the scene covers the image: the comparison means something
@@ -44,7 +47,7 @@ def test_forward_float32_matches_reference_and_saturated_pixels():
     # dense, nearly opaque scene: exercises the transmittance stop and the alpha clamp
     g = random_gaussians(120, seed=5, sh_degree=1, opacity_range=(0.9, 1.0), scale_range=(0.1, 0.4))
     cams = ring_cameras(2, width=33, height=31)
-    out = rasterize(g.to(dtype=torch.float32), cams.to(dtype=torch.float32), background=0.5)
+    out = rasterize(g.to(dtype=torch.float32), cams.to(dtype=torch.float32), background=0.5, backend="torch")
     rgb, alpha, _ = rasterize_bruteforce(g, cams, background=torch.tensor([0.5, 0.5, 0.5], dtype=F64))
     assert (alpha > 0.999).float().mean() > 0.2
     assert (out.rgb.double() - rgb).abs().mean() < 1e-3
@@ -60,7 +63,7 @@ def _weighted(params, cams, weights, fn):
     c = Cameras(cams.K, params[5], cams.width, cams.height)
     bg = torch.tensor([0.2, 0.3, 0.4], dtype=F64)
     if fn == "torch":
-        o = rasterize(g, c, background=bg)
+        o = rasterize(g, c, background=bg, backend="torch")
         r, a, d = o.rgb, o.alpha, o.depth
     else:
         r, a, d = rasterize_bruteforce(g, c, background=bg)
@@ -101,9 +104,9 @@ def test_batch_equals_single_camera_renders():
 def test_results_do_not_depend_on_tiles_or_chunks():
     g = random_gaussians(60, seed=4)
     cams = ring_cameras(2, width=50, height=35)
-    ref = rasterize(g, cams, options=RasterOptions(tile_size=16))
+    ref = rasterize(g, cams, options=RasterOptions(tile_size=16), backend="torch")
     for opts in [RasterOptions(tile_size=4), RasterOptions(tile_size=8, chunk_elements=64)]:
-        out = rasterize(g, cams, options=opts)
+        out = rasterize(g, cams, options=opts, backend="torch")
         torch.testing.assert_close(out.rgb, ref.rgb, atol=1e-12, rtol=0)
         torch.testing.assert_close(out.depth, ref.depth, atol=1e-10, rtol=0)
 
@@ -118,7 +121,8 @@ def test_gradients_do_not_depend_on_chunks():
     for opts in [RasterOptions(tile_size=4), RasterOptions(tile_size=4, chunk_elements=64)]:
         params = _loss_params(g, cams)
         gg = Gaussians(*params[:5])
-        o = rasterize(gg, Cameras(cams.K, params[5], cams.width, cams.height), background=0.3, options=opts)
+        o = rasterize(gg, Cameras(cams.K, params[5], cams.width, cams.height), background=0.3, options=opts,
+                      backend="torch")
         (torch.cat([o.rgb, o.alpha, o.depth], -1) * w).sum().backward()
         grads.append([p.grad for p in params])
     for a, b in zip(*grads):
@@ -136,7 +140,7 @@ def test_single_gaussian_known_image():
     rgb = torch.tensor([[0.9, 0.2, 0.1]], dtype=F64)
     g = Gaussians(torch.zeros(1, 3, dtype=F64), torch.tensor([[1.0, 0, 0, 0]], dtype=F64),
                   torch.full((1, 3), 0.2, dtype=F64), torch.tensor([0.8], dtype=F64), rgb_to_sh0(rgb)[:, None])
-    out = rasterize(g, cams, background=0.0)
+    out = rasterize(g, cams, background=0.0, backend="torch")
     f = float(cams.K[0, 0, 0])
     sigma_px2 = (f * 0.2 / 5.0) ** 2 + 0.3
     # pixel (32, 32) has centre (32.5, 32.5); the Gaussian's centre projects to (32, 32)
