@@ -14,12 +14,13 @@ done (the kernels are in :mod:`renderers._cpu_kernels`):
   gradients do not depend on the number of threads.
 
 Threads: the kernels release the GIL and run over ranges of tiles (or Gaussians) that
-``torch.get_num_threads()`` threads take from a shared queue, the calling thread among them. A
-thread slowed by another process on its core holds up only the range it is on, and idle threads
-sleep (no OpenMP runtime, no spinning).
+:func:`raster_threads` threads (``torch.get_num_threads()`` unless :func:`set_raster_threads` says
+otherwise) take from a shared queue, the calling thread among them. A thread slowed by another
+process on its core holds up only the range it is on, and idle threads sleep (no OpenMP runtime,
+no spinning). :func:`configure_cpu_threads` is the setting measured fastest for training jobs.
 
-numba compiles the kernels on first use, about 20 s once per machine (cached on disk beside this
-module, or in ``NUMBA_CACHE_DIR``; later processes load them in a fraction of a second).
+numba compiles the kernels on first use, about 8 s per float type once per machine (cached on disk
+beside this module, or in ``NUMBA_CACHE_DIR``; later processes load them in about 0.4 s).
 :func:`cpu_backend_status` says whether this backend can run here and why not;
 ``rasterize(backend="auto")`` on the CPU uses it when it can and otherwise falls back to the torch
 backend, saying why once.
@@ -43,6 +44,7 @@ _THREADS: Optional[int] = None
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_PID = 0
 _POOL_LOCK = threading.Lock()
+_CPUS = os.cpu_count() or 1
 
 PAIR_BUDGET = 1 << 20
 """(tile, Gaussian) pairs whose gradient rows the backward holds at once (40 MB in float32): the
@@ -117,14 +119,13 @@ def configure_cpu_threads(threads: Optional[int] = None) -> str:
     """Thread settings for a CPU training or rendering job; returns them in words.
 
     ``threads=None`` (a job's default): torch's own ops on one thread and the compiled rasterizer
-    on every core. torch's OpenMP threads spin-wait between ops, and beside one busy process every
-    parallel op then waits for a time slice: the demo's training ran at 0.41-0.55x its one-thread
-    speed on two threads there, while the rasterizer's threads sleep when idle and take ranges of
-    tiles from a queue, so a slowed core costs it only its share (bench/threads.py: this default was
-    the fastest setting on a 2-core CPU beside one busy process and within 5 % of it beside two).
-    Without the compiled rasterizer: one thread for everything (the torch rasterizer ran at 0.72x
-    its two-thread speed on a quiet machine and 2.2x faster than two threads beside a busy one).
-    ``threads=N``: N for both (``--threads``)."""
+    on every core. torch's OpenMP threads spin-wait between ops, and beside a busy process every
+    parallel op then waits for a time slice, while the rasterizer's threads sleep when idle and
+    take ranges of tiles from a queue. Measured with bench/threads.py on a 2-core CPU (demo
+    capture, 128^2): quiet, 72 steps/s against 55 for the best ``--threads`` value and 54 for
+    torch's default; beside one busy process, 62 against 55 (one thread) and 24 (torch's default).
+    Without the compiled rasterizer: one thread for everything (0.77x the two-thread speed on a
+    quiet machine, 2.5x it beside a busy process). ``threads=N``: N for both (``--threads``)."""
     if threads is not None:
         n = int(threads)
         if n < 1:
@@ -138,9 +139,6 @@ def configure_cpu_threads(threads: Optional[int] = None) -> str:
         return f"torch 1 thread, rasterizer {_CPUS}"
     set_raster_threads(None)
     return "1 thread"
-
-
-_CPUS = os.cpu_count() or 1
 
 
 def _pool() -> ThreadPoolExecutor:
