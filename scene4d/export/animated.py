@@ -17,8 +17,6 @@ opaque Gaussian centre at that time, against the same figure for the extracted f
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -93,44 +91,23 @@ def _nearest(points: np.ndarray, centres: np.ndarray, k: int, block: float = 0.0
 
 def glb_bytes(verts, faces, colors, deltas, times) -> bytes:
     """A glb with one morph target per frame (POSITION deltas) and an animation of the weights."""
-    base = geo.glb_bytes(verts, faces, colors)
-    jlen = struct.unpack_from("<I", base, 12)[0]
-    doc = json.loads(base[20:20 + jlen])
-    blen = struct.unpack_from("<I", base, 20 + jlen)[0]
-    binary = bytearray(base[28 + jlen:28 + jlen + blen])
-    n = len(deltas)
-
-    def add(arr: np.ndarray, acc: dict, target=None) -> int:
-        b = np.ascontiguousarray(arr).tobytes()
-        view = {"buffer": 0, "byteOffset": len(binary), "byteLength": len(b)}
-        if target:
-            view["target"] = target
-        doc["bufferViews"].append(view)
-        binary.extend(b + bytes(-len(b) % 4))
-        acc["bufferView"] = len(doc["bufferViews"]) - 1
-        doc["accessors"].append(acc)
-        return len(doc["accessors"]) - 1
-
+    e = geo.GlbEditor(geo.glb_bytes(verts, faces, colors))
+    doc, n = e.doc, len(deltas)
     targets = []
     for d in deltas:
         d = d.astype("<f4")
-        i = add(d, {"componentType": 5126, "count": len(d), "type": "VEC3",
-                    "min": [float(x) for x in d.min(0)], "max": [float(x) for x in d.max(0)]}, 34962)
+        i = e.add(d, {"componentType": 5126, "count": len(d), "type": "VEC3",
+                      "min": [float(x) for x in d.min(0)], "max": [float(x) for x in d.max(0)]}, 34962)
         targets.append({"POSITION": i})
     prim = doc["meshes"][0]["primitives"][0]
     prim["targets"] = targets
     doc["meshes"][0]["weights"] = [1.0] + [0.0] * (n - 1)
     t = np.asarray(times, "<f4")
-    ti = add(t, {"componentType": 5126, "count": n, "type": "SCALAR", "min": [float(t.min())], "max": [float(t.max())]})
-    wi = add(np.eye(n, dtype="<f4").ravel(), {"componentType": 5126, "count": n * n, "type": "SCALAR"})
+    ti = e.add(t, {"componentType": 5126, "count": n, "type": "SCALAR", "min": [float(t.min())], "max": [float(t.max())]})
+    wi = e.add(np.eye(n, dtype="<f4").ravel(), {"componentType": 5126, "count": n * n, "type": "SCALAR"})
     doc["animations"] = [{"name": "scene4d", "samplers": [{"input": ti, "output": wi, "interpolation": "LINEAR"}],
                           "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]}]
-    doc["buffers"] = [{"byteLength": len(binary)}]
-    js = json.dumps(doc, separators=(",", ":")).encode()
-    js += b" " * (-len(js) % 4)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    return b"".join([struct.pack("<III", 0x46546C67, 2, total), struct.pack("<II", len(js), 0x4E4F534A), js,
-                     struct.pack("<II", len(binary), 0x004E4942), bytes(binary)])
+    return e.to_bytes()
 
 
 def write_from_source(src, out: Path, opts, F, t_ref: float, times) -> dict:

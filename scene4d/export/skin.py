@@ -27,8 +27,6 @@ fraction of the scene extent.
 from __future__ import annotations
 
 import copy
-import json
-import struct
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -121,31 +119,15 @@ def fit_weights(x: np.ndarray, W: np.ndarray, poses: List[Tuple[np.ndarray, np.n
     out = out / out.sum(1, keepdims=True)
     if m == 1:
         return idx, out
-    for s in range(0, V, chunk):
-        sl = slice(s, s + chunk)
+    for s_ in range(0, V, chunk):
+        sl = slice(s_, s_ + chunk)
         xs, Ws, ids = x[sl], W[sl], idx[sl]
         Y, X = [], []
         for R, p in poses:
             yk = np.einsum("kij,vj->vki", R, xs) + p[None]  # (v, K, 3): every node's map of every vertex
             X.append(np.einsum("vk,vki->vi", Ws, yk))
             Y.append(np.take_along_axis(yk, ids[..., None], 1))  # (v, m, 3)
-        Y = np.stack(Y, 1).reshape(len(xs), -1, m, 3).transpose(0, 1, 3, 2).reshape(len(xs), -1, m)  # (v, 3F, m)
-        X = np.stack(X, 1).reshape(len(xs), -1)  # (v, 3F)
-        # sum(w) = 1: w_m = 1 - sum(w_<m); solve min |(Y_<m - Y_m) w_<m - (X - Y_m)|^2 (+ a tiny ridge)
-        D = Y[..., :m - 1] - Y[..., m - 1:]
-        b = X - Y[..., m - 1]
-        G = np.einsum("vfi,vfj->vij", D, D) + 1e-12 * np.eye(m - 1)
-        h = np.einsum("vfi,vf->vi", D, b)
-        try:
-            w_ = np.linalg.solve(G, h[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            continue
-        refit = np.concatenate([w_, 1 - w_.sum(1, keepdims=True)], 1)
-        refit = np.clip(refit, 0, None)
-        refit = refit / np.maximum(refit.sum(1, keepdims=True), 1e-12)
-        err = lambda w: np.linalg.norm(np.einsum("vfm,vm->vf", Y, w) - X, axis=1)  # noqa: E731
-        better = err(refit) < err(out[sl])
-        out[sl][better] = refit[better]
+        out[sl] = _ls_weights(np.stack(Y), np.stack(X), out[sl])
     return idx, out
 
 
@@ -231,12 +213,10 @@ def replay(positions, joints, weights, ibm, translations, rotations_xyzw) -> np.
     globals ``translate(T) rotate(q)`` (children of an untransformed root). Arrays as decoded from
     the file: positions (V, 3), joints/weights (V, M), ibm (J, 4, 4), translations (J, 3), rotations
     (J, 4) xyzw."""
-    q = rotations_xyzw / np.linalg.norm(rotations_xyzw, axis=1, keepdims=True)
-    x, y, z, w = q.T
-    R = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                  2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                  2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(-1, 3, 3)
-    Jm = np.zeros((len(q), 4, 4))
+    from .animated import _rotmats  # wxyz, normalised
+
+    R = _rotmats(np.asarray(rotations_xyzw, np.float64)[:, [3, 0, 1, 2]])
+    Jm = np.zeros((len(R), 4, 4))
     Jm[:, :3, :3], Jm[:, :3, 3], Jm[:, 3, 3] = R, translations, 1.0
     S = Jm @ ibm  # (J, 4, 4) skin matrices
     M = np.einsum("vm,vmij->vij", weights, S[joints])
@@ -291,23 +271,9 @@ def glb_bytes(verts, faces, colors, joints, weights, ibm, rest_T, rest_q, key_T,
     per joint, the skin, and an animation of every moving joint's translation and rotation.
     joints/weights (V, M) with M a multiple of 4 (JOINTS_n / WEIGHTS_n sets); rest_* (J, ...);
     key_* (F, J, ...)."""
-    base = geo.glb_bytes(verts, faces, colors)
-    jlen = struct.unpack_from("<I", base, 12)[0]
-    doc = json.loads(base[20:20 + jlen])
-    blen = struct.unpack_from("<I", base, 20 + jlen)[0]
-    binary = bytearray(base[28 + jlen:28 + jlen + blen])
+    e = geo.GlbEditor(geo.glb_bytes(verts, faces, colors))
+    doc, add = e.doc, e.add
     J = len(ibm)
-
-    def add(arr: np.ndarray, acc: dict, target=None) -> int:
-        b = np.ascontiguousarray(arr).tobytes()
-        view = {"buffer": 0, "byteOffset": len(binary), "byteLength": len(b)}
-        if target:
-            view["target"] = target
-        doc["bufferViews"].append(view)
-        binary.extend(b + bytes(-len(b) % 4))
-        acc["bufferView"] = len(doc["bufferViews"]) - 1
-        doc["accessors"].append(acc)
-        return len(doc["accessors"]) - 1
 
     prim = doc["meshes"][0]["primitives"][0]
     jt, jct = ("<u1", 5121) if J <= MAX_JOINTS_U8 else ("<u2", 5123)
@@ -340,12 +306,7 @@ def glb_bytes(verts, faces, colors, joints, weights, ibm, rest_T, rest_q, key_T,
             channels.append({"sampler": len(samplers) - 1, "target": {"node": 2 + j, "path": path}})
     if channels:
         doc["animations"] = [{"name": "scene4d", "samplers": samplers, "channels": channels}]
-    doc["buffers"] = [{"byteLength": len(binary)}]
-    js = json.dumps(doc, separators=(",", ":")).encode()
-    js += b" " * (-len(js) % 4)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    return b"".join([struct.pack("<III", 0x46546C67, 2, total), struct.pack("<II", len(js), 0x4E4F534A), js,
-                     struct.pack("<II", len(binary), 0x004E4942), bytes(binary)])
+    return e.to_bytes()
 
 
 def _unit_xyzw(R: np.ndarray) -> np.ndarray:

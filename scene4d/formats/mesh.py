@@ -204,6 +204,39 @@ def glb_bytes(verts, faces, colors, generator: str = "scene4d") -> bytes:
                      struct.pack("<II", off, 0x004E4942), *data])
 
 
+class GlbEditor:
+    """A glb made by :func:`glb_bytes`, opened to add accessors, nodes, skins and animations:
+    ``e = GlbEditor(glb_bytes(...)); i = e.add(array, {accessor fields}); e.doc[...] = ...;
+    e.to_bytes()``. Every added buffer view is 4-byte aligned."""
+
+    def __init__(self, data: bytes):
+        jlen = struct.unpack_from("<I", data, 12)[0]
+        self.doc = json.loads(data[20:20 + jlen])
+        blen = struct.unpack_from("<I", data, 20 + jlen)[0]
+        self.binary = bytearray(data[28 + jlen:28 + jlen + blen])
+
+    def add(self, arr: np.ndarray, acc: dict, target: Optional[int] = None) -> int:
+        """Append ``arr``'s bytes as a buffer view and ``acc`` (its view filled in) as an accessor;
+        returns the accessor's index."""
+        b = np.ascontiguousarray(arr).tobytes()
+        view = {"buffer": 0, "byteOffset": len(self.binary), "byteLength": len(b)}
+        if target:
+            view["target"] = target
+        self.doc["bufferViews"].append(view)
+        self.binary.extend(b + bytes(-len(b) % 4))
+        acc["bufferView"] = len(self.doc["bufferViews"]) - 1
+        self.doc["accessors"].append(acc)
+        return len(self.doc["accessors"]) - 1
+
+    def to_bytes(self) -> bytes:
+        self.doc["buffers"] = [{"byteLength": len(self.binary)}]
+        js = json.dumps(self.doc, separators=(",", ":")).encode()
+        js += b" " * (-len(js) % 4)
+        total = 12 + 8 + len(js) + 8 + len(self.binary)
+        return b"".join([struct.pack("<III", 0x46546C67, 2, total), struct.pack("<II", len(js), 0x4E4F534A), js,
+                         struct.pack("<II", len(self.binary), 0x004E4942), bytes(self.binary)])
+
+
 def obj_bytes(verts, faces, colors) -> bytes:
     """Wavefront OBJ with per-vertex colours (``v x y z r g b``, read by Blender, MeshLab, trimesh)."""
     vc = np.concatenate([verts, colors], 1)
