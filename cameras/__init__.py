@@ -27,7 +27,7 @@ from .capture_paths import (
     seen_region,
     stabilized,
 )
-from .io import read_camera_path, write_camera_path
+from .io import camera_path_document, parse_camera_path, read_camera_path, read_keyframes, write_camera_path
 from .paths import (
     TimeSchedule,
     dolly_zoom,
@@ -75,5 +75,8 @@ __all__ = [
     "stabilized",
     # io
     "read_camera_path",
+    "read_keyframes",
+    "parse_camera_path",
+    "camera_path_document",
     "write_camera_path",
 ]

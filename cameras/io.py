@@ -42,7 +42,8 @@ from .camera import Cameras
 from .conventions import K_to_fov, opencv_w2c_to_opengl_c2w, opengl_c2w_to_opencv_w2c
 from .paths import interpolate_keyframes
 
-__all__ = ["publish_mode", "read_camera_path", "write_camera_path"]
+__all__ = ["camera_path_document", "parse_camera_path", "publish_mode", "read_camera_path", "read_keyframes",
+           "write_camera_path"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -196,6 +197,37 @@ def read_camera_path(
         raise ValueError(f"{name}: {e}") from None
 
 
+def parse_camera_path(data: Any, name: str, *, dtype: torch.dtype = torch.float32, device=None) -> Cameras:
+    """:func:`read_camera_path` for an already parsed JSON object (an upload); ``name`` names it."""
+    try:
+        return _parse(data, name, dtype, device, "auto", None)
+    except _FileError:
+        raise
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def read_keyframes(data: Any, name: str, *, max_keys: int = 64) -> Cameras:
+    """The keyframes an editor should start from (float64): the file's ``"keyframes"`` when it has
+    at least two, else up to ``max_keys`` frames of its ``"camera_path"`` taken evenly (first and
+    last included). ValueError naming the file and field otherwise."""
+    if isinstance(data, dict) and isinstance(data.get("keyframes"), list) and len(data["keyframes"]) >= 2:
+        width, height = _positive_int(data, "render_width", name), _positive_int(data, "render_height", name)
+        layout = data.get("keyframe_layout") if data.get("keyframe_layout") in ("row", "column") else "auto"
+        try:
+            return _cameras_from_entries(data["keyframes"], "keyframes", "matrix", layout, name, width, height, _F64, None)
+        except _FileError:
+            raise
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+    cams = parse_camera_path(data, name, dtype=_F64)
+    n = len(cams)
+    if n > max_keys:
+        idx = sorted(set(round(i * (n - 1) / (max_keys - 1)) for i in range(max_keys)))
+        cams = cams[torch.tensor(idx)]
+    return cams
+
+
 def _parse(data: Any, name: str, dtype, device, keyframe_layout: str, fps_override: Optional[float] = None) -> Cameras:
     if not isinstance(data, dict):
         raise _fail(name, f"expected a JSON object at the top level, got {type(data).__name__}")
@@ -232,6 +264,8 @@ def _parse(data: Any, name: str, dtype, device, keyframe_layout: str, fps_overri
             f"a camera path needs at least 2 keyframes, got {len(keys)} (the file has no camera_path "
             "to fall back on; add a keyframe)",
         )
+    if keyframe_layout == "auto" and data.get("keyframe_layout") in ("row", "column"):
+        keyframe_layout = data["keyframe_layout"]
     kf = _cameras_from_entries(keys, "keyframes", "matrix", keyframe_layout, name, width, height, _F64, None)
     closed = bool(data.get("is_cycle", False))
     out = interpolate_keyframes(kf, n_frames, closed=closed)
@@ -271,17 +305,43 @@ def _cameras_from_entries(
 
 
 # --------------------------------------------------------------------------- write
-def write_camera_path(path: PathLike, cameras: Cameras, *, fps: float = 30.0) -> None:
+def write_camera_path(path: PathLike, cameras: Cameras, *, fps: float = 30.0,
+                      keyframes: Optional[Cameras] = None, is_cycle: bool = False) -> None:
     """Write N cameras as a nerfstudio ``camera_path.json`` (atomically: temp file + rename).
 
     ``seconds`` is N / fps. ``render_time`` is written when the cameras carry times, and
     ``intrinsics`` only for cameras nerfstudio's fov-only model cannot represent (see module doc).
+    ``keyframes`` (the cameras an editor placed) are written beside the frames as nerfstudio's
+    ``"keyframes"`` (row-major ``"matrix"``, said by ``"keyframe_layout": "row"``), so an editor
+    can load the path again; readers play ``"camera_path"``.
     """
+    _atomic_write_json(Path(path), camera_path_document(cameras, fps=fps, keyframes=keyframes, is_cycle=is_cycle))
+
+
+def camera_path_document(cameras: Cameras, *, fps: float = 30.0, keyframes: Optional[Cameras] = None,
+                         is_cycle: bool = False) -> dict:
+    """The JSON object :func:`write_camera_path` writes."""
     if not isinstance(cameras, Cameras):
         raise ValueError(f"write_camera_path: expected Cameras, got {type(cameras).__name__}")
     if isinstance(fps, bool) or not math.isfinite(float(fps)) or float(fps) <= 0:
         raise ValueError(f"write_camera_path: fps must be a positive number, got {fps!r}")
     fps = float(fps)
+    data = {
+        "camera_type": "perspective",
+        "render_height": cameras.height,
+        "render_width": cameras.width,
+        "fps": fps,
+        "seconds": len(cameras) / fps,
+        "camera_path": _entries(cameras, "camera_to_world"),
+    }
+    if keyframes is not None:
+        data["keyframes"] = _entries(keyframes, "matrix")
+        data["keyframe_layout"] = "row"
+        data["is_cycle"] = bool(is_cycle)
+    return data
+
+
+def _entries(cameras: Cameras, matrix_key: str) -> List[dict]:
     W, H = cameras.width, cameras.height
     w2c = cameras.world_to_camera.detach().to(device="cpu", dtype=_F64)
     K = cameras.K.detach().to(device="cpu", dtype=_F64)
@@ -293,7 +353,7 @@ def write_camera_path(path: PathLike, cameras: Cameras, *, fps: float = 30.0) ->
     frames = []
     for i in range(len(cameras)):
         frame = {
-            "camera_to_world": [float(x) for x in c2w[i].reshape(-1)],
+            matrix_key: [float(x) for x in c2w[i].reshape(-1)],
             "fov": float(fov_deg[i]),
             "aspect": W / H,
         }
@@ -305,15 +365,7 @@ def write_camera_path(path: PathLike, cameras: Cameras, *, fps: float = 30.0) ->
             frame["render_time"] = float(times[i])
         frames.append(frame)
 
-    data = {
-        "camera_type": "perspective",
-        "render_height": H,
-        "render_width": W,
-        "fps": fps,
-        "seconds": len(cameras) / fps,
-        "camera_path": frames,
-    }
-    _atomic_write_json(Path(path), data)
+    return frames
 
 
 def publish_mode(tmp: Union[str, Path], path: Union[str, Path]) -> None:

@@ -38,20 +38,27 @@ def read_json(path: Union[str, Path], what: str = "JSON file", max_bytes: int = 
         raw = path.read_bytes()
     except OSError as e:
         raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return parse_json_bytes(raw, str(path), what, max_bytes)
+
+
+def parse_json_bytes(raw: bytes, name: str, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """:func:`read_json` for bytes that did not come from a file (an upload); ``name`` names them."""
+    if len(raw) > max_bytes:
+        raise LimitError(f"{name}: {len(raw) / 1e6:.0f} MB is too large for a {what} (at most {max_bytes / 1e6:.0f} MB)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a {what} is UTF-8 JSON") from None
+        raise ValueError(f"{name}: not UTF-8 text (byte {e.start}); a {what} is UTF-8 JSON") from None
 
     def no_constants(c: str):
-        raise ValueError(f"{path}: {c} is not a JSON number; write a finite number")
+        raise ValueError(f"{name}: {c} is not a JSON number; write a finite number")
 
     try:
         return json.loads(text, parse_constant=no_constants)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise ValueError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:
-        raise ValueError(f"{path}: JSON nested too deeply to be a {what}") from None
+        raise ValueError(f"{name}: JSON nested too deeply to be a {what}") from None
 
 
 def check_side(value: float, name: str, where: str = "") -> int:

@@ -98,7 +98,7 @@ def render(
     depth: bool = False,
     alpha: bool = False,
     png: bool = False,
-    backend: Literal["auto", "torch", "gsplat"] = "auto",
+    backend: Literal["auto", "torch", "numba", "gsplat"] = "auto",
     device: str = "auto",
     threads: Optional[int] = None,
 ) -> None:
@@ -143,7 +143,7 @@ def render(
         depth: also write a colourised depth video (*_depth.mp4).
         alpha: also write an opacity video (*_alpha.mp4).
         png: also write every frame as PNG into a folder named after the video.
-        backend: rasterizer: auto (gsplat on CUDA, else torch), torch or gsplat.
+        backend: rasterizer: auto (gsplat on CUDA, the compiled numba kernels on the CPU, else torch), torch, numba or gsplat.
         device: auto, cpu or cuda.
         threads: CPU threads (default: torch's, all cores); 1 when other jobs share a small machine.
     """
@@ -169,10 +169,9 @@ def render(
                          f"(or {', '.join(OUT_VIDEO_SUFFIXES[1:])}); --png also writes every frame as PNG")
     if write_path is not None and Path(write_path).suffix.lower() != ".json":
         raise UsageError(f"--write-path {write_path}: a camera path is a .json file (nerfstudio's camera_path.json)")
-    if threads is not None:
-        import torch
+    from renderers import configure_cpu_threads
 
-        torch.set_num_threads(threads)
+    configure_cpu_threads(threads)
     sc, train_cams, test_cams = load_scene(scene)
     from .paths import plan_path
 
@@ -314,6 +313,10 @@ def reconstruct(
     threads: Optional[int] = None,
     device: str = "auto",
     allow_outside: bool = False,
+    view: bool = False,
+    view_every: int = 100,
+    port: int = 8080,
+    host: str = "127.0.0.1",
 ) -> None:
     """Fit a 4D scene to a dynamic capture: calibrated (D-NeRF/Blender, nerfstudio) or a handheld clip.
 
@@ -338,13 +341,19 @@ def reconstruct(
         max_frames: for a video / image folder: frames to keep.
         size: for a video / image folder: working size (long side, pixels).
         masks: for a video / image folder: per-frame masks of moving things (zero = ignore in poses).
-        threads: CPU threads for training and for the camera step (default: all). Use 1 when other
-            jobs share a small machine: torch's threads spin-wait and slow down many-fold when a core
-            is taken. With 1 the camera step is also repeatable (pycolmap's multi-threaded
-            matching and mapping are not, even with a seed).
+        threads: CPU threads for training and for the camera step. Default: torch's ops on one
+            thread and the compiled rasterizer on every core, which stays fast beside a busy
+            process (torch's own default spin-waits and slowed 2-14x there); N: N threads for
+            both. With 1 the camera step is also repeatable (pycolmap's multi-threaded matching
+            and mapping are not, even with a seed).
         device: auto (CUDA when available, with gsplat's rasterizer if installed), cpu or cuda.
         allow_outside: read images a capture's file_path places outside its folder ('../', absolute
             paths, links); refused by default, since a capture from elsewhere could name any file.
+        view: serve the scene being fitted in the browser (as scene4d view), refreshed every
+            --view-every steps.
+        view_every: steps between the viewer's refreshes.
+        port: the viewer's port (with --view).
+        host: the viewer's address (with --view): 127.0.0.1, only this machine, unless you say.
     """
     from .data import load_capture
     from .reconstruct import preset as make_preset
@@ -357,6 +366,14 @@ def reconstruct(
     # flags first: a typo should not cost the minutes of the camera step before it is reported
     _at_least("--iters", iters, 1)
     _at_least("--threads", threads, 1)
+    _at_least("--view-every", view_every, 1)
+    if view:  # before the camera step and the training: a taken port is said at once
+        from .view import ViewerError, check_port
+
+        try:
+            check_port(host, port)
+        except ViewerError as e:
+            raise UsageError(str(e)) from None
     from cameras.limits import MAX_FRAMES, MAX_IMAGE_SIDE
 
     if not 16 <= size <= MAX_IMAGE_SIDE:
@@ -406,12 +423,25 @@ def reconstruct(
     print(f"capture {capture.source}: {len(capture.train.cameras)} train / {len(capture.test.cameras)} test views, "
           f"{capture.width}x{capture.height}, format {capture.format}"
           + (f", {capture.points.shape[0]} sparse points" if capture.points is not None else ""))
+    watch = None
+    if view:
+        from .view import LiveView, ViewerError
+
+        try:
+            watch = LiveView(view_every, host=host, port=port, train_cameras=capture.train.cameras,
+                             test_cameras=capture.test.cameras, background=capture.background, total=cfg.iters)
+        except (ViewerError, ValueError) as e:
+            raise UsageError(str(e)) from None
     try:
-        res = train(capture, out, cfg, resume=resume, device=dev, provenance={"command": "scene4d reconstruct " + " ".join(sys.argv[2:])})
+        res = train(capture, out, cfg, resume=resume, device=dev, watch=watch,
+                    provenance={"command": "scene4d reconstruct " + " ".join(sys.argv[2:])})
     except KeyboardInterrupt as e:
         print(f"scene4d reconstruct: {str(e).replace('reconstruct DATA --out', f'reconstruct {given} --out')}",
               file=sys.stderr)
         raise SystemExit(130)
+    finally:
+        if watch is not None:
+            watch.close()
     m = res.metrics
     print(f"scene written to {out} ({m.get('n_gaussians')} Gaussians, {res.seconds:.0f} s)")
     which = "test" if m.get("held_out", True) else \
@@ -503,6 +533,7 @@ def presets(name: Optional[str] = None, /) -> None:
 
 
 from .generate.cli import generate  # noqa: E402  (the job's command lives with the job)
+from .view.cli import view  # noqa: E402
 
 
 def prior() -> None:
@@ -512,7 +543,7 @@ def prior() -> None:
     print(prior.__doc__)
 
 COMMANDS = {"generate": generate, "prior": prior, "demo": demo, "reconstruct": reconstruct, "poses": poses, "render": render, "presets": presets,
-            "export": export_scene, "import": import_file}
+            "export": export_scene, "import": import_file, "view": view}
 
 
 def _flow_args(doc: str) -> str:

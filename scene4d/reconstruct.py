@@ -22,7 +22,7 @@ from typing import Dict, Optional, Union
 import torch
 
 from cameras import Cameras
-from renderers import default_device
+from renderers import configure_cpu_threads, default_device
 
 from . import losses
 from .deformation import FIELD_CONFIGS, HexPlaneConfig, MLPConfig, MotionNodesConfig, config_from_dict, config_to_dict
@@ -303,6 +303,7 @@ def train(
     reference_at=None,
     device: Union[str, torch.device, None] = None,
     backend: str = "auto",
+    watch=None,
 ) -> RunResult:
     """Reconstruct ``capture`` (a :class:`scene4d.data.Capture`) into the scene folder ``out``.
 
@@ -318,7 +319,9 @@ def train(
     out = Path(out)
     device = torch.device(device) if device is not None else default_device()
     cfg = copy.deepcopy(cfg)  # the capture's bounds are written into the field's config
-    if cfg.threads:
+    if device.type == "cpu":
+        configure_cpu_threads(cfg.threads or None)  # never collapses beside a busy process (bench/threads.py)
+    elif cfg.threads:
         torch.set_num_threads(cfg.threads)
     cams: Cameras = capture.train.cameras
     if cams.times is None:
@@ -357,11 +360,11 @@ def train(
     scene = initial_scene(capture, cfg, gen).to(device)
     objective = PhotometricObjective(capture.train.images.to(device), cams.to(device=device), bg, cfg, gen)
 
-    on_step = None
-    if debug:
-        def on_step(step, scene, terms, report):
-            if report:
-                print(step, report, len(scene), f"psnr {objective.ema_psnr}")
+    def on_step(step, scene, terms, report):
+        if debug and report:
+            print(step, report, len(scene), f"psnr {objective.ema_psnr}")
+        if watch is not None:  # e.g. scene4d.view.LiveView (reconstruct --view)
+            watch(step, scene, terms, report)
 
     def evaluate_fn(scene: Scene4D) -> dict:
         if not evaluate:

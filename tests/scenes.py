@@ -34,3 +34,21 @@ def ring_cameras(n: int, *, width: int = 32, height: int = 24, radius: float = 4
     K[:, 0, 2] += 0.37  # off-centre principal point: catches x/y and +0.5 convention slips
     K[:, 1, 2] -= 0.21
     return Cameras(K, w2c, width, height)
+
+
+def spheres_on_floor(n_per_sphere: int = 400, floor_side: int = 32):
+    """:func:`scene4d.procedural.moving_spheres_scene` (two spheres on known paths: one slides in x
+    and turns, one rises in z) plus a static checkered floor entity at z = -0.6: a small 4D scene
+    where the pixels that change with time are known."""
+    from scene4d.procedural import checker_color, moving_spheres_scene, surface_splats
+
+    scene = moving_spheres_scene(n_per_sphere)
+    k = floor_side
+    u, v = torch.meshgrid(torch.linspace(-1, 1, k), torch.linspace(-1, 1, k), indexing="ij")
+    pts = torch.stack([u.flatten(), v.flatten(), torch.full((k * k,), -0.6)], -1)
+    col = checker_color(u.flatten() + 1, v.flatten() + 1, (0.85, 0.85, 0.8), (0.25, 0.3, 0.4), 2.5)
+    g = surface_splats(pts, torch.tensor([[0.0, 0.0, 1.0]]).expand(k * k, 3), col, 2.0 / k * 0.8)
+    scene.add_entity("floor", None, {"means": g.means, "quats": g.quats, "log_scales": torch.log(g.scales),
+                                     "opacity_logits": torch.logit(g.opacities), "sh_dc": g.sh[:, :1],
+                                     "sh_rest": g.sh[:, 1:]})
+    return scene

@@ -29,6 +29,10 @@ def generate(
     device: str = "auto",
     threads: Optional[int] = None,
     allow_cpu: bool = False,
+    view: bool = False,
+    view_every: int = 50,
+    port: int = 8080,
+    host: str = "127.0.0.1",
 ) -> None:
     """Make a 4D scene from a prompt by score distillation (text-to-4D; image-to-4D with --image).
 
@@ -58,8 +62,12 @@ def generate(
         device: auto (CUDA when available), cpu or cuda.
         threads: CPU threads (1 when other jobs share a small machine).
         allow_cpu: run a real-size prior on the CPU anyway (days per run; see README).
+        view: serve the scene being generated in the browser (as scene4d view), refreshed every
+            --view-every steps.
+        view_every: steps between the viewer's refreshes.
+        port: the viewer's port (with --view).
+        host: the viewer's address (with --view): 127.0.0.1, only this machine, unless you say.
     """
-    import torch
 
     from ..cli import UsageError, _at_least, _device
     from .config import load_generate_preset
@@ -81,15 +89,26 @@ def generate(
         cfg.guidance = cfg.video_guidance = guidance
     if entities is not None and entities not in (1, 2):
         raise UsageError(f"--entities must be 1 or 2, got {entities}")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = _device(device)
+    dev = _device(device)  # threads: the job sets them (configure_cpu_threads on the CPU)
+    _at_least("--view-every", view_every, 1)
+    watch = None
+    if view:
+        from ..view import LiveView, ViewerError
+
+        try:
+            watch = LiveView(view_every, host=host, port=port, background=tuple(cfg.background), total=cfg.iters)
+        except (ViewerError, ValueError) as e:
+            raise UsageError(str(e)) from None
     try:
         res = run(prompt, out, cfg, prior=prior, video_prior=video_prior, negative=negative, image=image,
-                  resume=resume, device=dev, allow_cpu=allow_cpu, command="scene4d " + " ".join(sys.argv[1:]))
+                  resume=resume, device=dev, allow_cpu=allow_cpu, command="scene4d " + " ".join(sys.argv[1:]),
+                  watch=watch)
     except KeyboardInterrupt as e:
         print(f"scene4d generate: {e}", file=sys.stderr)
         raise SystemExit(130)
+    finally:
+        if watch is not None:
+            watch.close()
     m = res.metrics
     print(f"scene written to {res.out} ({m.get('n_gaussians')} Gaussians, {res.scene.n_entities} "
           f"entit{'y' if res.scene.n_entities == 1 else 'ies'}, {res.seconds:.0f} s)")

@@ -134,7 +134,7 @@ def _read_image(path: Path, size: int, background) -> Tuple[torch.Tensor, torch.
 def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy", video_prior: Optional[str] = None,
              negative: str = "", image: Optional[Path] = None, resume: bool = False, device=None,
              backend: str = "auto", progress: bool = True, stop_at: Optional[int] = None, video: bool = True,
-             allow_cpu: bool = False, command: str = "") -> GenerateResult:
+             allow_cpu: bool = False, command: str = "", watch=None) -> GenerateResult:
     """Fit a 4D scene to ``prompt`` into the scene folder ``out`` (see the module docstring)."""
     from ..train.state import claim
 
@@ -152,7 +152,11 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
         cfg = config_from_json(saved["config"])
         prior, video_prior, negative = saved["prior"], saved.get("video_prior"), saved.get("negative", "")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    if cfg.threads:
+    if device.type == "cpu":
+        from renderers import configure_cpu_threads
+
+        configure_cpu_threads(cfg.threads or None)  # never collapses beside a busy process (bench/threads.py)
+    elif cfg.threads:
         torch.set_num_threads(cfg.threads)
     kind, _ = parse_spec(prior, "--prior", ("toy", "analytic", "sd", "mvdream"))
     toy_scene = None
@@ -213,6 +217,8 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     def on_step(step, sc, terms, report):
         if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.iters):
             write_preview(sc, out / "previews" / f"step_{step:05d}.png", cfg, center, scale)
+        if watch is not None:  # e.g. scene4d.view.LiveView (generate --view)
+            watch(step, sc, terms, report)
 
     record = {"prompt": prompt, "negative": negative, "prior": prior, "video_prior": video_prior,
               "config": config_to_json(cfg), "image": None if image is None else str(image)}
