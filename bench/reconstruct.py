@@ -70,8 +70,6 @@ def main():
     ap.add_argument("--compare-static", action="store_true")
     ap.add_argument("--compare-field", choices=FIELDS, default=None, help="also run with this field, same budget")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--split-threads", action="store_true",
-                    help="renderers.configure_cpu_threads(None): torch 1 thread, the compiled rasterizer every core")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="auto: CUDA (gsplat's rasterizer when installed) if there is a GPU")
     ap.add_argument("--backend", choices=["auto", "torch", "numba", "gsplat"], default="auto", help="rasterizer")
@@ -82,11 +80,11 @@ def main():
     ap.add_argument("--handheld", action="store_true", help="a generated handheld clip through poses + reconstruct")
     ap.add_argument("--frames", type=int, default=60, help="frames of the --handheld clip")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from renderers import configure_cpu_threads, default_device, resolve_backend
 
-    threads_note = configure_cpu_threads(args.threads) if args.split_threads else f"{torch.get_num_threads()}"
+    # what the training jobs do themselves on the CPU (scene4d.reconstruct.train): --threads N gives
+    # N threads to both torch and the rasterizer; the default, torch 1 and the rasterizer every core
+    threads_note = configure_cpu_threads(args.threads)
 
     device = default_device().type if args.device == "auto" else args.device
     raster = resolve_backend(args.backend, device)
@@ -117,6 +115,7 @@ def main():
 
         def config(field):
             cfg = preset(args.preset, field)
+            cfg.threads = args.threads  # None: the jobs' default (see above)
             if args.iters:
                 with_iters(cfg, args.iters)
             return cfg

@@ -207,11 +207,17 @@ def parse_camera_path(data: Any, name: str, *, dtype: torch.dtype = torch.float3
         raise ValueError(f"{name}: {e}") from None
 
 
+#: keyframes an editor loads at most (each becomes a frustum in the page)
+MAX_EDITOR_KEYFRAMES = 1000
+
+
 def read_keyframes(data: Any, name: str, *, max_keys: int = 64) -> Cameras:
     """The keyframes an editor should start from (float64): the file's ``"keyframes"`` when it has
     at least two, else up to ``max_keys`` frames of its ``"camera_path"`` taken evenly (first and
     last included). ValueError naming the file and field otherwise."""
     if isinstance(data, dict) and isinstance(data.get("keyframes"), list) and len(data["keyframes"]) >= 2:
+        if len(data["keyframes"]) > MAX_EDITOR_KEYFRAMES:
+            raise _fail(name, f"{len(data['keyframes'])} keyframes; an editor takes at most {MAX_EDITOR_KEYFRAMES}")
         width, height = _positive_int(data, "render_width", name), _positive_int(data, "render_height", name)
         layout = data.get("keyframe_layout") if data.get("keyframe_layout") in ("row", "column") else "auto"
         try:

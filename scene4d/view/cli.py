@@ -57,6 +57,13 @@ def view(
     from ..render import UsageError, parse_background
     from .server import Viewer, ViewerError
 
+    import signal
+
+    def stop(signum, frame):  # a closed terminal or `kill` stops it as Ctrl-C does
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
     bg = parse_background(background)
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1, got {threads}")
@@ -107,11 +114,11 @@ def view(
     else:
         print(f"  listening on {host}: anyone who can reach this machine on port {v.port} can see the scene",
               file=sys.stderr)
-    print("  writes nothing except the files you save from the page; Ctrl-C stops it")
+    print("  writes nothing except the files you save from the page; Ctrl-C stops it", flush=True)
     try:
         while True:
             _time.sleep(3600)
     except KeyboardInterrupt:
-        pass
+        print("scene4d view: stopped")
     finally:
         v.close()

@@ -112,7 +112,8 @@ def load_path(data, name: str):
     (one line, naming ``name``) when it is not one."""
     cams = read_keyframes(data, name)
     fps = data.get("fps", 30.0)
-    seconds = data.get("seconds", len(cams) / fps if isinstance(fps, (int, float)) and fps > 0 else 1.0)
+    n_frames = len(data["camera_path"]) if isinstance(data.get("camera_path"), list) else len(cams)
+    seconds = data.get("seconds", n_frames / fps if isinstance(fps, (int, float)) and fps > 0 else 1.0)
     if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not isinstance(seconds, (int, float)):
         raise ValueError(f"{name}: fps and seconds must be numbers")
     check_path_settings(cams.width, cams.height, float(fps), float(seconds))

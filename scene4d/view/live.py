@@ -26,6 +26,7 @@ class LiveView:
         self.kw = dict(train_cameras=train_cameras, test_cameras=test_cameras, up=up, background=background)
         self.viewer: Optional[Viewer] = None
         self.updates = 0
+        self.failed = False
 
     def snapshot(self, scene):
         with torch.no_grad():
@@ -38,18 +39,28 @@ class LiveView:
     def __call__(self, step: int, scene, terms=None, report=None) -> None:
         if self.viewer is not None and step % self.every and step != self.total:
             return
-        snap = self.snapshot(scene)
-        if self.viewer is None:
-            self.viewer = Viewer(snap, host=self.host, port=self.port, title="scene4d (fitting)", **self.kw)
-            print(f"viewer: {self.viewer.url} shows the scene being fitted, refreshed every {self.every} steps",
-                  file=sys.stderr)
-        else:
-            self.viewer.set_scene(snap)
+        if self.failed:
+            return
+        try:
+            snap = self.snapshot(scene)
+            if self.viewer is None:
+                self.viewer = Viewer(snap, host=self.host, port=self.port, title="scene4d (fitting)", **self.kw)
+                print(f"viewer: {self.viewer.url} shows the scene being fitted, refreshed every {self.every} steps",
+                      file=sys.stderr)
+            else:
+                self.viewer.set_scene(snap)
+        except Exception as e:  # noqa: BLE001 - the viewer is a window on the run, never its end
+            self.failed = True
+            print(f"viewer: stopped ({type(e).__name__}: {e}); the run goes on", file=sys.stderr)
+            self.close()
+            return
         self.updates += 1
         of = f" of {self.total}" if self.total else ""
         self.viewer.gui_stats.content = f"fitting: step {step}{of}; " + self.viewer.gui_stats.content
 
     def close(self) -> None:
         if self.viewer is not None:
-            self.viewer.close()
-            self.viewer = None
+            try:
+                self.viewer.close()
+            finally:
+                self.viewer = None

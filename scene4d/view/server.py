@@ -45,8 +45,12 @@ def check_port(host: str, port: int) -> None:
     if not 0 < port < 65536:
         raise ViewerError(f"--port {port}: a TCP port lies in 1..65535")
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # as the server will (asyncio sets it): a port whose last connections linger in TIME_WAIT
+    # after a viewer stopped is free; only a listening socket takes it
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind((host, port))
+        s.listen(1)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise ViewerError(f"port {port} on {host} is in use (another viewer or server?); "
@@ -67,8 +71,10 @@ def free_port(host: str, start: int) -> int:
     """The first port from ``start`` that can be bound on ``host``."""
     for port in range(max(1024, start), 65536):
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
+            s.listen(1)
             return port
         except OSError:
             continue
@@ -150,7 +156,6 @@ class Viewer:
         self._playing = False
         self._stop = threading.Event()
         self._preview = threading.Event()
-        self._setting_slider = False
         with contextlib.redirect_stdout(io.StringIO()):  # viser prints its own banner; we print one line
             self.server = viser.ViserServer(host=host, port=port, label=title, verbose=False)
         if self.server.get_port() != port:  # lost a race for the port after check_port
@@ -158,15 +163,25 @@ class Viewer:
             self.server.stop()
             raise ViewerError(f"port {port} on {host} is in use; try --port {got}")
         self.port = port
-        self.server.scene.set_up_direction(UP_VECTORS.get(up, (0, 0, 1)))
+        # a viewer others can reach saves and loads only under ``base`` (a visitor could otherwise
+        # write or probe any file this user can)
+        self.shared = host not in ("127.0.0.1", "localhost", "::1")
+        self.path_aspect: Optional[float] = None  # of a loaded path, until a keyframe is added
+        self._radius = 1.0
         self._handles = {}
         self._frustums = []
         self._key_frustums = []
         self._splats: Optional[SceneSplats] = None
-        self._build_gui(default_path_file, default_snapshot, render_height)
-        self.set_scene(scene)
-        self._add_cameras(images)
-        self.server.on_client_connect(self._on_connect)
+        try:
+            self.server.scene.set_up_direction(UP_VECTORS.get(up, (0, 0, 1)))
+            self._build_gui(default_path_file, default_snapshot, render_height)
+            self.set_scene(scene)
+            self._add_cameras(images)
+            self.server.on_client_connect(self._on_connect)
+        except BaseException:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.server.stop()
+            raise
         self._player = threading.Thread(target=self._play_loop, name="scene4d-view-play", daemon=True)
         self._player.start()
 
@@ -183,12 +198,17 @@ class Viewer:
             self.scene = scene
             self._splats = SceneSplats(scene)
             self._splats.deform = bool(self.gui_deform.value)
-            for name, arr in self._splats.all_at(self.time).items():
-                self._put(name, arr)
-            for name in list(self._handles):
-                if name == "dynamic" and self._splats.n_dynamic == 0:
-                    self._handles.pop(name).remove()
-            self.bytes_sent += sum(len(a) for a in self._splats.all_at(self.time).values()) * 32
+            try:
+                self._radius = float(scene.bounds()[1])
+            except Exception:  # noqa: BLE001 - a scene without bounds: a unit scene
+                self._radius = 1.0
+            arrays = self._splats.all_at(self.time)
+            with self.server.atomic():  # the static and moving sets change together
+                for name, arr in arrays.items():
+                    self._put(name, arr)
+                if "dynamic" not in arrays and "dynamic" in self._handles:
+                    self._handles.pop("dynamic").remove()
+            self.bytes_sent += sum(len(a) for a in arrays.values()) * 32
             self._update_nodes()
             self._stats()
 
@@ -218,8 +238,8 @@ class Viewer:
             else:
                 self.last_update_bytes = 0
             self._update_nodes()
-        cost = time.perf_counter() - t0
-        self.rate.tick(cost)
+            cost = time.perf_counter() - t0
+            self.rate.tick(cost)
         return cost
 
     def _update_nodes(self) -> None:
@@ -252,10 +272,7 @@ class Viewer:
         return np.concatenate(out) if out else None
 
     def _scene_radius(self) -> float:
-        try:
-            return float(self.scene.bounds()[1])
-        except Exception:  # noqa: BLE001 - a scene without bounds: a unit scene
-            return 1.0
+        return self._radius
 
     # ------------------------------------------------------------------ GUI
 
@@ -296,11 +313,12 @@ class Viewer:
             self.gui_upload = gui.add_upload_button("Upload path", mime_type="application/json")
             self.gui_status = gui.add_markdown("")
 
-        self.gui_time.on_update(self._on_time)
+        self.gui_time.on_update(self._guarded(self._on_time))
         self.gui_play.on_click(lambda _: self._toggle_play())
-        self.gui_deform.on_update(self._on_deform)
-        self.gui_nodes.on_update(lambda _: self._locked(self._update_nodes))
-        self.gui_cams.on_update(self._on_cams)
+        self.gui_deform.on_update(self._guarded(self._on_deform))
+        self.gui_nodes.on_update(self._guarded(lambda _: self._locked(self._update_nodes)))
+        self.gui_cams.on_update(self._guarded(self._on_cams))
+        self.gui_loop.on_update(self._guarded(lambda _: self._refresh_keys()))
         self.gui_render_btn.on_click(self._guarded(self._on_render))
         self.gui_snap_btn.on_click(self._guarded(self._on_snapshot))
         self.gui_add.on_click(self._guarded(self._on_add))
@@ -325,7 +343,7 @@ class Viewer:
         return run
 
     def say(self, text: str, event=None, *, error: bool = False) -> None:
-        self.gui_status.content = text
+        self.gui_status.content = text.replace("<", "&lt;").replace(">", "&gt;")
         self.last_message = text
         client = getattr(event, "client", None)
         if client is not None:
@@ -343,7 +361,10 @@ class Viewer:
                                   f"({s.bytes_per_update / 1e6:.2f} MB); {s.n - s.n_dynamic} static, sent once")
 
     def _on_connect(self, client) -> None:
-        view = self.start_view()
+        try:
+            view = self.start_view()
+        except Exception:  # noqa: BLE001 - the browser keeps its own first view
+            return
         if view is None:
             return
         pos, look, up = view
@@ -418,8 +439,8 @@ class Viewer:
         for f in self._frustums:
             f.visible = bool(self.gui_cams.value)
 
-    def _on_time(self, _) -> None:
-        if self._setting_slider:
+    def _on_time(self, event) -> None:
+        if getattr(event, "client", None) is None:  # the server moved the slider (playback, go to)
             return
         self.set_time(float(self.gui_time.value))
         self._show_rate()
@@ -427,6 +448,7 @@ class Viewer:
     def _on_deform(self, _) -> None:
         with self._lock:
             self._splats.deform = bool(self.gui_deform.value)
+            self._put("static", self._splats.static())  # canonical or at t = 0: the static set too
         self.set_time(self.time)
 
     def _toggle_play(self) -> None:
@@ -442,6 +464,9 @@ class Viewer:
             self.gui_rate.content = (f"last change: {1e3 * r.costs[-1] if r.costs else 0:.0f} ms to evaluate and send "
                                      f"({self.last_update_bytes / 1e6:.2f} MB)")
 
+    #: playback stops asking for more than this many updates a second (a screen's rate)
+    MAX_RATE = 60.0
+
     def _play_loop(self) -> None:
         last = time.perf_counter()
         while not self._stop.is_set():
@@ -449,17 +474,18 @@ class Viewer:
                 last = time.perf_counter()
                 self._stop.wait(0.05)
                 continue
-            now = time.perf_counter()
-            t = (self.time + float(self.gui_speed.value) * (now - last)) % 1.0
-            last = now
-            self.set_time(t)
-            self._setting_slider = True
             try:
+                now = time.perf_counter()
+                t = (self.time + float(self.gui_speed.value) * (now - last)) % 1.0
+                last = now
+                self.set_time(t)
                 self.gui_time.value = round(self.time, 3)
-            finally:
-                self._setting_slider = False
-            self._show_rate()
-            self._stop.wait(0.001)
+                self._show_rate()
+            except Exception as e:  # noqa: BLE001 - playback stops and says why; the server lives on
+                self._playing = False
+                self.gui_play.label = "Play"
+                self.say(f"**error:** playback stopped: {type(e).__name__}: {e}", error=True)
+            self._stop.wait(max(0.0, 1.0 / self.MAX_RATE - (time.perf_counter() - now)))
 
     # ------------------------------------------------------------------ render panel
 
@@ -476,7 +502,8 @@ class Viewer:
         """(H, W, 3) uint8 of ``cams[0]`` at its time through our rasterizer."""
         with self._lock, torch.no_grad():
             t = float(cams.times[0]) if cams.times is not None else self.time
-            g = self._splats.gaussians(t)
+            g = self._splats.gaussians(t)  # the scene at t, under the lock; rasterized outside it
+        with torch.no_grad():
             dev = g.means.device
             c = cams.to(device=dev, dtype=g.means.dtype)
             bg = torch.tensor(self.background, dtype=g.means.dtype, device=dev)
@@ -504,9 +531,7 @@ class Viewer:
 
         from ..io import atomic_write_bytes
 
-        p = Path(str(self.gui_snap_path.value).strip()).expanduser()
-        if not p.is_absolute():
-            p = self.base / p
+        p = self.user_path(Path(str(self.gui_snap_path.value).strip()))
         if p.suffix.lower() != ".png":
             raise ValueError(f"{p}: a snapshot is a .png file")
         img = self.render(self.camera_of(self._client(event), int(self.gui_render_h.value)))
@@ -536,7 +561,7 @@ class Viewer:
         scale = self._scene_radius() * 0.1
         for i, k in enumerate(self.keys):
             self._key_frustums.append(self.server.scene.add_camera_frustum(
-                f"/camera_path/key_{i:03d}", fov=k.fov, aspect=16 / 9, scale=scale, color=(240, 40, 40),
+                f"/camera_path/key_{i:03d}", fov=k.fov, aspect=self.path_aspect or 16 / 9, scale=scale, color=(240, 40, 40),
                 wxyz=k.wxyz, position=k.position, thickness=scale * 0.04))
         if len(self.keys) >= 2:
             pts = np.array([k.position for k in self.keys])
@@ -548,6 +573,7 @@ class Viewer:
         cam = client.camera
         k = keyframe(cam.wxyz, cam.position, float(cam.fov), self.time)
         self.keys.append(k)
+        self.path_aspect = None  # the path now follows the browser's aspect
         self._refresh_keys(select=len(self.keys) - 1)
         return k
 
@@ -574,11 +600,7 @@ class Viewer:
             client.camera.position = k.position
             client.camera.fov = k.fov
         self.set_time(k.time)
-        self._setting_slider = True
-        try:
-            self.gui_time.value = round(k.time, 3)
-        finally:
-            self._setting_slider = False
+        self.gui_time.value = round(k.time, 3)
 
     def _move(self, d: int) -> None:
         i = self._selected()
@@ -594,34 +616,55 @@ class Viewer:
         self._refresh_keys(select=min(i, len(self.keys) - 1))
         self.say(f"removed keyframe {i + 1}; {len(self.keys)} left", None)
 
-    def path_size(self) -> tuple:
+    def path_size(self, client=None) -> tuple:
+        """(width, height) of the saved path: --render height x the aspect of the loaded path, else
+        of the browser that asks (else the first connected one)."""
         h = int(self.gui_path_h.value)
-        clients = list(self.server.get_clients().values())
-        aspect = float(clients[0].camera.aspect) if clients and clients[0].camera.aspect else 16 / 9
+        aspect = self.path_aspect
+        if aspect is None:
+            if client is None:
+                clients = list(self.server.get_clients().values())
+                client = clients[0] if clients else None
+            aspect = float(client.camera.aspect) if client is not None and client.camera.aspect else 16 / 9
         return max(16, int(round(h * aspect))), h
 
-    def path_document(self) -> dict:
-        w, h = self.path_size()
+    def path_document(self, client=None) -> dict:
+        w, h = self.path_size(client)
         return path_document(self.keys, w, h, float(self.gui_fps.value), float(self.gui_seconds.value),
                              closed=bool(self.gui_loop.value))
 
-    def save_path(self, text: str) -> Path:
+    def user_path(self, p: Path) -> Path:
+        """``p`` as the file a page action may touch: relative to ``base``; when the viewer is shared
+        (not on a loopback address), only inside ``base``."""
+        p = Path(p).expanduser()
+        if not p.is_absolute():
+            p = self.base / p
+        if self.shared:
+            root = self.base.resolve()
+            rp = p.resolve()
+            if rp != root and root not in rp.parents:
+                raise ValueError(f"{p}: this viewer is shared (--host {self.host}), so it reads and writes only "
+                                 f"under {root}")
+        return p
+
+    def save_path(self, text: str, client=None) -> Path:
         """Write the path to the file ``text`` names (atomically); returns it."""
         from ..io import atomic_write_json
 
-        p = resolve_save_path(text, self.base)
-        doc = self.path_document()
+        p = self.user_path(resolve_save_path(text, self.base))
+        doc = self.path_document(client)
         p.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(p, doc)
         return p
 
     def _on_save(self, event) -> None:
-        p = self.save_path(str(self.gui_path_file.value))
+        p = self.save_path(str(self.gui_path_file.value), getattr(event, "client", None))
         self.say(f"wrote {p} ({len(self.keys)} keyframes); render it: `scene4d render SCENE --path {p}`", event)
 
     def load_path_data(self, data, name: str) -> None:
         keys, w, h, fps, seconds, closed = load_path(data, name)
         self.keys = keys
+        self.path_aspect = w / h
         self.gui_fps.value, self.gui_seconds.value, self.gui_path_h.value = fps, seconds, h
         self.gui_loop.value = closed
         self._refresh_keys(select=0)
@@ -629,9 +672,7 @@ class Viewer:
     def _on_load(self, event) -> None:
         from cameras.limits import read_json
 
-        p = Path(str(self.gui_path_file.value).strip()).expanduser()
-        if not p.is_absolute():
-            p = self.base / p
+        p = self.user_path(Path(str(self.gui_path_file.value).strip()))
         self.load_path_data(read_json(p, "camera path"), str(p))
         self.say(f"loaded {len(self.keys)} keyframes from {p}", event)
 
@@ -657,6 +698,12 @@ class Viewer:
         fps = float(self.gui_fps.value)
 
         def play():
+            try:
+                run()
+            except Exception as e:  # noqa: BLE001 - the preview stops and says why
+                self.say(f"**error:** preview stopped: {type(e).__name__}: {e}", error=True)
+
+        def run():
             for i in range(len(cams)):
                 t0 = time.perf_counter()
                 c2w = _c2w(cams.world_to_camera[i])

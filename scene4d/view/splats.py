@@ -57,7 +57,8 @@ class SceneSplats:
     """The splats of ``scene`` (anything with ``at(t) -> Gaussians``: a Scene4D or a static .ply).
 
     ``probe`` times in [0, 1] decide which rows move: a row is dynamic when its centre moves by more
-    than ``tol`` x the scene's radius, its opacity changes, or its covariance changes, at any of them.
+    than ``tol`` x the scene's extent, its opacity changes, or its covariance changes, at any of
+    them; with temporal opacity (Gaussians that appear and vanish) every row is dynamic.
     """
 
     def __init__(self, scene, *, probe: int = 9, tol: float = 1e-4):
@@ -67,7 +68,11 @@ class SceneSplats:
             g0 = scene.at(0.0)
             n = len(g0)
             moving = torch.zeros(n, dtype=torch.bool, device=g0.means.device)
-            if getattr(scene, "dynamic", False):
+            if getattr(scene, "temporal_opacity", False):
+                # a Gaussian that lives between two probe times would look static (and invisible):
+                # with temporal opacity every row counts as moving
+                moving[:] = True
+            elif getattr(scene, "dynamic", False):
                 ext = float((g0.means.max(0).values - g0.means.min(0).values).norm()) if n else 1.0
                 c0 = covariances(g0.quats, g0.scales)
                 scale0 = c0.flatten(1).abs().amax(1) + 1e-12

@@ -366,3 +366,80 @@ def test_reconstruct_view_serves_the_scene_being_fitted(tmp_path):
         assert "fitting: step 30 of 30" in watch.viewer.gui_stats.content
     finally:
         watch.close()
+
+
+def test_the_command_serves_the_page_and_stops_on_ctrl_c_or_kill(scene_dir):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port("127.0.0.1", 18800)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = subprocess.Popen([sys.executable, "-m", "scene4d.cli", "view", str(scene_dir), "--port", str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            lines = []
+            while not lines or ("Ctrl-C" not in lines[-1] and lines[-1]):
+                lines.append(p.stdout.readline())
+            assert f"at http://127.0.0.1:{port}" in lines[0] and "1824 Gaussians, 800 moving" in lines[0]
+            assert "only this machine can connect" in "".join(lines)
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=10).read()
+            assert b"<html" in page.lower()
+            p.send_signal(sig)
+            out, _ = p.communicate(timeout=30)
+            assert p.returncode == 0 and "scene4d view: stopped" in out
+        finally:
+            if p.poll() is None:
+                p.kill()
+
+
+def test_scene_swaps_keep_the_splat_sets_right_and_shared_viewers_stay_in_their_folder(tmp_path):
+    """LiveView replaces the scene as training densifies: the moving set's size changes, or a scene
+    has no moving rows at all (no stale node is left); a viewer on another address than loopback
+    saves only under its folder."""
+    from renderers import Gaussians
+    from scene4d.render import StaticScene
+    from scenes import random_gaussians
+
+    a = spheres_on_floor(n_per_sphere=200)
+    v = Viewer(a, port=free_port("127.0.0.1", 18650), base=tmp_path)
+    try:
+        assert len(v._handles["dynamic"].buffer) == 400 and len(v._handles["static"].buffer) == 1024
+        v.set_scene(spheres_on_floor(n_per_sphere=300))  # more moving rows
+        assert len(v._handles["dynamic"].buffer) == 600
+        v.set_time(0.25)
+        torch.testing.assert_close(torch.from_numpy(v._handles["dynamic"].centers.copy()),
+                                   v.scene.at(0.25).means[v._splats.dynamic_rows].detach(), atol=1e-6, rtol=0)
+        g = random_gaussians(30, sh_degree=0, dtype=torch.float32)
+        v.set_scene(StaticScene(Gaussians(g.means, g.quats, g.scales, g.opacities, g.sh)))  # nothing moves
+        assert "dynamic" not in v._handles and len(v._handles["static"].buffer) == 30
+        assert v.set_time(0.5) >= 0 and v.last_update_bytes == 0
+    finally:
+        v.close()
+    v = Viewer(a, host="127.0.0.1", port=free_port("127.0.0.1", 18660), base=tmp_path)
+    try:
+        v.shared = True  # as with --host 0.0.0.0 (not bound here: tests stay on loopback)
+        v.keys = _keys()
+        v._guarded(lambda ev: v.save_path(str(tmp_path.parent / "outside.json")))(_Event())
+        assert "only under" in v.last_message and not (tmp_path.parent / "outside.json").exists()
+        v._guarded(lambda ev: v.save_path("../outside.json"))(_Event())
+        assert "only under" in v.last_message
+        assert v.save_path("inside.json") == tmp_path / "inside.json" and (tmp_path / "inside.json").is_file()
+    finally:
+        v.close()
+
+
+def test_gaussians_that_appear_and_vanish_are_sent_on_every_time_change():
+    from scene4d.field import Scene4D, init_params
+
+    g = torch.Generator().manual_seed(0)
+    params = init_params(torch.randn(40, 3, generator=g), None, 0, opacity=0.5, times=torch.rand(40, generator=g),
+                         time_scale=0.02)  # lifetimes far shorter than the probes' spacing
+    sc = Scene4D(params, None, sh_degree=0)
+    assert sc.temporal_opacity
+    s = SceneSplats(sc)
+    assert s.n_dynamic == 40
+    with torch.no_grad():
+        np.testing.assert_allclose(s.dynamic(0.3).opacities[:, 0], sc.at(0.3).opacities.numpy(), atol=1e-6)
