@@ -121,13 +121,18 @@ class TileIntersections:
     tiles_y: int
 
 
-@torch.no_grad()
-def intersect_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> TileIntersections:
-    """Which tiles each projected Gaussian touches (tile range ``[floor((m-r)/ts), ceil((m+r)/ts))``)."""
-    C, N = depths.shape
+#: the (tile, Gaussian) pairs of one call stay under this many bytes: about PAIR_BYTES a pair at the
+#: sort's peak. A 1080p frame of 1M Gaussians ~0.02 wide made ~100M pairs at 4-pixel tiles (11 GB);
+#: :func:`tile_size_within` doubles the tile (up to MAX_TILE) until the pairs fit instead.
+PAIR_BUDGET_BYTES = 2 << 30
+PAIR_BYTES = 96
+MAX_TILE = 64
+
+
+def _tile_ranges(means2d: Tensor, radii: Tensor, width: int, height: int, tile_size: int):
+    C, N = radii.shape[:2]
     tiles_x = (width + tile_size - 1) // tile_size
     tiles_y = (height + tile_size - 1) // tile_size
-    dev = means2d.device
     m = means2d.detach().reshape(C * N, 2)
     r = radii.reshape(C * N, 2).to(m.dtype)
     valid = (radii.reshape(C * N, 2) > 0).all(dim=-1)
@@ -137,6 +142,28 @@ def intersect_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, 
     y1 = torch.ceil((m[:, 1] + r[:, 1]) / tile_size).clamp(0, tiles_y).long()
     wx = (x1 - x0).clamp_min(0)
     counts = torch.where(valid, wx * (y1 - y0).clamp_min(0), torch.zeros_like(wx))
+    return tiles_x, tiles_y, x0, y0, wx, counts
+
+
+@torch.no_grad()
+def tile_size_within(means2d: Tensor, radii: Tensor, width: int, height: int, tile_size: int,
+                     budget_bytes: Optional[int] = None) -> int:
+    """``tile_size``, doubled while the call's tile-Gaussian pairs would take more than
+    ``budget_bytes`` (default :data:`PAIR_BUDGET_BYTES`), up to :data:`MAX_TILE`. The image does not
+    depend on the tile size; only the memory and the speed do."""
+    budget = PAIR_BUDGET_BYTES if budget_bytes is None else budget_bytes
+    ts = tile_size
+    while ts < MAX_TILE and int(_tile_ranges(means2d, radii, width, height, ts)[-1].sum()) * PAIR_BYTES > budget:
+        ts *= 2
+    return ts
+
+
+@torch.no_grad()
+def intersect_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> TileIntersections:
+    """Which tiles each projected Gaussian touches (tile range ``[floor((m-r)/ts), ceil((m+r)/ts))``)."""
+    C, N = depths.shape
+    dev = means2d.device
+    tiles_x, tiles_y, x0, y0, wx, counts = _tile_ranges(means2d, radii, width, height, tile_size)
     total = int(counts.sum())
     n_tiles = C * tiles_x * tiles_y
     if total == 0:
@@ -366,6 +393,7 @@ def rasterize_torch(
         means, quats, scales, opacities, sh, sh_degree, world_to_camera, K, width, height,
         eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, alpha_min=alpha_min, radius_clip=radius_clip,
     )
+    tile_size = tile_size_within(proj.means2d, proj.radii, width, height, tile_size)
     isect = intersect_tiles(proj.means2d, proj.radii, proj.depths, width, height, tile_size)
     feats = torch.cat([proj.colors, proj.depths[..., None]], dim=-1).reshape(C * N, 4)
     feat, T = _Composite.apply(

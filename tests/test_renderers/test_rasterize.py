@@ -253,3 +253,62 @@ def test_gsplat_matches_torch_backend():
     for name, a, b in zip(["means", "quats", "scales", "opacities", "sh"], grads["torch"], grads["gsplat"]):
         rel = (a - b).norm() / b.norm()
         assert rel < 1e-2, (name, float(rel))
+
+
+def test_a_frame_with_too_many_tile_pairs_takes_bigger_tiles_and_the_same_image(monkeypatch):
+    """Issue 20 #6: the torch rasterizer's (tile, Gaussian) pairs are kept under a byte budget by
+    doubling the tile; the image and the gradients do not change."""
+    import renderers.torch_backend as tb
+
+    g = random_gaussians(80, seed=6, sh_degree=1, opacity_range=(0.3, 0.95))
+    cams = ring_cameras(2, width=64, height=48)
+    proj = tb.project(g.means, g.quats, g.scales, g.opacities, g.sh, 1, cams.world_to_camera, cams.K, 64, 48,
+                      eps2d=0.3, near_plane=0.01, far_plane=1e10, alpha_min=1 / 255, radius_clip=0.0)
+    pairs4 = int(tb._tile_ranges(proj.means2d, proj.radii, 64, 48, 4)[-1].sum())
+    assert tb.tile_size_within(proj.means2d, proj.radii, 64, 48, 4) == 4
+    budget = pairs4 * tb.PAIR_BYTES // 3
+    assert tb.tile_size_within(proj.means2d, proj.radii, 64, 48, 4, budget) > 4
+
+    def run():
+        params = _loss_params(g, cams)
+        o = rasterize(Gaussians(*params[:5]), Cameras(cams.K, params[5], 64, 48), background=0.3,
+                      options=RasterOptions(tile_size=4), backend="torch")
+        (torch.cat([o.rgb, o.alpha, o.depth], -1) * torch.linspace(0, 1, 5, dtype=F64)).sum().backward()
+        return o, [p.grad for p in params]
+
+    ref, gref = run()
+    monkeypatch.setattr(tb, "PAIR_BUDGET_BYTES", budget)
+    out, gout = run()
+    torch.testing.assert_close(out.rgb, ref.rgb, atol=1e-12, rtol=0)
+    for a, b in zip(gout, gref):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
+def test_a_million_gaussians_at_1080p_render_within_4_gb():
+    """Issue 20: one 1080p frame of 1M Gaussians on the CPU (the default backend), in its own process
+    so the peak resident memory is this render's."""
+    import subprocess
+    import sys
+
+    code = r"""
+import math, resource, sys, torch
+from renderers import Gaussians, rasterize
+from cameras import Cameras, intrinsics_from_fov, look_at
+n = 1_000_000
+g = torch.Generator().manual_seed(0)
+G = Gaussians(torch.randn(n, 3, generator=g) * 0.6, torch.randn(n, 4, generator=g),
+              torch.exp(torch.randn(n, 3, generator=g) * 0.3 - 4.0), torch.rand(n, generator=g) * 0.9 + 0.05,
+              torch.randn(n, 1, 3, generator=g) * 0.5)
+w2c = look_at(torch.tensor([[2.5, -2.5, 1.5]]), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
+cam = Cameras(intrinsics_from_fov(math.radians(50), 1920, 1080)[None], w2c, 1920, 1080)
+with torch.no_grad():
+    out = rasterize(G, cam)
+print(float(out.alpha.mean()), out.backend, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=root,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    alpha, backend, peak_mb = res.stdout.split()
+    assert float(alpha) > 0.5  # the Gaussians cover the frame (about 11M tile pairs at 16-pixel tiles)
+    assert float(peak_mb) < 4096, (backend, peak_mb)
