@@ -10,6 +10,10 @@
                                                              #   poses (pycolmap) + handheld preset
     python bench/reconstruct.py --compare-backend torch      # the same run with the torch rasterizer:
                                                              #   time ratio and PSNR difference
+    python bench/reconstruct.py --suite captures/ --threads 1  # every capture in a folder, one line
+                                                             #   each and the mean (see --make-suite)
+    python bench/reconstruct.py --make-suite captures/ --seeds 0 1 2 --orbiter-turns 0.5
+                                                             # procedural captures to run it on
 
 The reference in the same run is the static baseline (--compare-static): the dynamic field's gain
 over it, in dB, is what the deformation buys for the same number of steps.
@@ -57,6 +61,83 @@ def run(capture, cfg, label, procedural=False, device="cpu", keep=None, progress
     return m
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
+
+
+def _suite_entries(folder: Path):
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir() and any((p / n).is_file() for n in ("transforms_train.json", "transforms.json")):
+            out.append(p)
+        elif p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+            out.append(p)
+    return out
+
+
+def suite(args) -> None:
+    """Each capture of ``args.suite`` in a fresh process (so peak memory is its own), one line each."""
+    import json
+    import subprocess
+
+    entries = _suite_entries(args.suite)
+    if not entries:
+        raise SystemExit(f"{args.suite}: no capture folders (transforms_train.json / transforms.json) or videos")
+    print(f"suite {args.suite}: {len(entries)} captures, preset {args.preset}"
+          f"{f', {args.iters} steps' if args.iters else ''}, threads {args.threads or 'default'}", flush=True)
+    print(f"{'capture':32s}{'PSNR':>8}{'SSIM':>8}{'time s':>9}{'Gaussians':>11}{'peak MB':>9}", flush=True)
+    rows = []
+    for e in entries:
+        cmd = [sys.executable, __file__, "--one", "--data", str(e), "--preset", args.preset,
+               "--downscale", str(args.downscale), "--device", args.device, "--backend", args.backend]
+        for flag, v in (("--iters", args.iters), ("--threads", args.threads), ("--field", args.field)):
+            if v is not None:
+                cmd += [flag, str(v)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in res.stdout.splitlines() if ln.startswith("SUITE ")]
+        if res.returncode != 0 or not line:
+            why = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"{e.name[:31]:32s} failed: {why}", flush=True)
+            continue
+        r = json.loads(line[-1][6:])
+        rows.append(r)
+        tag = "" if r["held_out"] else "  (training view: nothing held out)"
+        print(f"{e.name[:31]:32s}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{r['seconds']:>9.0f}{r['gaussians']:>11}"
+              f"{r['peak_mb']:>9.0f}{tag}", flush=True)
+    if rows:
+        mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+        print(f"{'mean of ' + str(len(rows)):32s}{mean('psnr'):>8.2f}{mean('ssim'):>8.4f}{mean('seconds'):>9.0f}"
+              f"{mean('gaussians'):>11.0f}{max(r['peak_mb'] for r in rows):>9.0f}  (peak: the largest)", flush=True)
+
+
+def one(args) -> None:
+    """A suite's child: poses first for a video, then the run; prints ``SUITE {json}``."""
+    import json
+    import time
+
+    data = args.data
+    with tempfile.TemporaryDirectory() as d:
+        if data.is_file():
+            from scene4d.sfm import poses_command
+
+            poses_command(data, Path(d) / "poses", max_frames=80, size=320,
+                          quiet=True, num_threads=args.threads or -1)
+            data = Path(d) / "poses"
+            if args.preset == "fast":
+                args.preset = "handheld"
+        capture = load_capture(data, downscale=args.downscale)
+        cfg = preset(args.preset, args.field)
+        cfg.threads = args.threads
+        if args.iters:
+            with_iters(cfg, args.iters)
+        t0 = time.perf_counter()
+        res = train(capture, Path(d) / "scene", cfg, progress=False, device=args.device, backend=args.backend)
+        m = res.metrics
+    print("SUITE " + json.dumps({
+        "psnr": m["psnr"], "ssim": m["ssim"], "seconds": time.perf_counter() - t0, "gaussians": m["n_gaussians"],
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_out": m.get("held_out", True)}),
+        flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="capture folder (default: the procedural one)")
@@ -79,7 +160,27 @@ def main():
     ap.add_argument("--progress", action="store_true", help="show the training progress bar")
     ap.add_argument("--handheld", action="store_true", help="a generated handheld clip through poses + reconstruct")
     ap.add_argument("--frames", type=int, default=60, help="frames of the --handheld clip")
+    ap.add_argument("--suite", type=Path, default=None,
+                    help="run every capture in this folder (D-NeRF/nerfstudio folders, videos) in its own process: "
+                         "one line each (test PSNR, SSIM, time, Gaussians, peak memory) and the mean")
+    ap.add_argument("--make-suite", type=Path, default=None,
+                    help="write procedural captures (one per --seeds value; --orbiter-turns, --size) into this folder")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a suite's child: one JSON line
     args = ap.parse_args()
+    if args.make_suite is not None:
+        for seed in args.seeds:
+            p = make_dnerf_capture(args.make_suite / f"spin{args.orbiter_turns:g}_seed{seed}", size=args.size,
+                                   seed=seed, orbiter_turns=args.orbiter_turns)
+            print(f"wrote {p}")
+        return
+    if args.suite is not None:
+        return suite(args)
+    if args.one:
+        from renderers import configure_cpu_threads
+
+        configure_cpu_threads(args.threads)
+        return one(args)
     from renderers import configure_cpu_threads, default_device, resolve_backend
 
     # what the training jobs do themselves on the CPU (scene4d.reconstruct.train): --threads N gives
