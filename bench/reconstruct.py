@@ -130,7 +130,10 @@ def one(args) -> None:
         if args.iters:
             with_iters(cfg, args.iters)
         t0 = time.perf_counter()
-        res = train(capture, Path(d) / "scene", cfg, progress=False, device=args.device, backend=args.backend)
+        from renderers import default_device
+
+        device = default_device().type if args.device == "auto" else args.device
+        res = train(capture, Path(d) / "scene", cfg, progress=False, device=device, backend=args.backend)
         m = res.metrics
     print("SUITE " + json.dumps({
         "psnr": m["psnr"], "ssim": m["ssim"], "seconds": time.perf_counter() - t0, "gaussians": m["n_gaussians"],
