@@ -398,10 +398,13 @@ def reconstruct(
             print(f"reusing camera poses in {pose_dir}")
         else:
             from .sfm import poses_command
+            from .train import OutputLock
 
             try:
-                poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks,
-                              num_threads=threads or -1, seed=cfg.seed if seed is None else seed)
+                # the camera step writes OUT/poses: a second run into OUT stops here, not after it
+                with OutputLock(out):
+                    poses_command(data, pose_dir, max_frames=max_frames, size=size, masks=masks,
+                                  num_threads=threads or -1, seed=cfg.seed if seed is None else seed)
             except KeyboardInterrupt:
                 print(f"scene4d reconstruct: stopped during the camera step (no camera poses yet, so nothing to "
                       f"keep); run the same command again to start over: scene4d reconstruct {given} --out {out}"
@@ -423,6 +426,8 @@ def reconstruct(
     print(f"capture {capture.source}: {len(capture.train.cameras)} train / {len(capture.test.cameras)} test views, "
           f"{capture.width}x{capture.height}, format {capture.format}"
           + (f", {capture.points.shape[0]} sparse points" if capture.points is not None else ""))
+    for line in capture.warnings():
+        print(f"scene4d reconstruct: warning: {line}", file=sys.stderr)
     watch = None
     if view:
         from .view import LiveView, ViewerError

@@ -128,6 +128,27 @@ class Capture:
     def height(self) -> int:
         return self.train.cameras.height
 
+    def warnings(self) -> list:
+        """Lines about a capture that loads but will train badly: focal lengths no real camera has
+        (a field of view under 0.5 or over 170 degrees), and a scene so far from the origin that
+        float32 positions lose its detail (centre more than 10^4 radii away)."""
+        out = []
+        cams = self.train.cameras
+        K = cams.K.detach().double().cpu()
+        fov = [2 * math.degrees(math.atan(cams.width / (2 * float(K[:, 0, 0].median())))),
+               2 * math.degrees(math.atan(cams.height / (2 * float(K[:, 1, 1].median()))))]
+        if min(fov) < 0.5 or max(fov) > 170:
+            out.append(f"{self.source}: the cameras' field of view is {fov[0]:.3g} x {fov[1]:.3g} degrees (fx "
+                       f"{float(K[:, 0, 0].median()):.4g} px for {cams.width} px); check the intrinsics "
+                       "(camera_angle_x is in radians; fl_x in pixels)")
+        centre, radius = self.bounds()
+        far = float(centre.double().norm())
+        if far > 1e4 * radius:
+            out.append(f"{self.source}: the scene is {far:.3g} units from the origin and {radius:.3g} across; float32 "
+                       "positions there resolve about 1e-7 of that distance, so fine detail is lost. Recentre the "
+                       "poses (subtract the scene centre from every camera position)")
+        return out
+
     def bounds(self) -> tuple[Tensor, float]:
         """Centre (3,) and radius of the region all train cameras look at.
 

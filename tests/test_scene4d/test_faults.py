@@ -380,3 +380,46 @@ def test_single_view_capture_does_not_call_its_training_view_a_test(tmp_path, ca
     out = capsys.readouterr().out
     assert "training-view (the capture has a single view, so nothing is held out" in out and "\ntest PSNR" not in out
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["held_out"] is False
+
+
+def test_the_camera_step_waits_for_the_lock_too(tmp_path, capsys):
+    """A second `reconstruct clip.mp4` into a folder in use stops before the camera step writes
+    OUT/poses, not after its minutes."""
+    from scene4d.cli import main
+
+    out = tmp_path / "s"
+    holder = OutputLock(out, command="scene4d reconstruct other.mp4").acquire()
+    lock = json.loads((out / ".scene4d.lock").read_text())
+    lock["pid"] = os.getppid()
+    (out / ".scene4d.lock").write_text(json.dumps(lock))
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)  # never opened: the lock is taken first
+    assert main(["reconstruct", str(clip), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"in use by process {os.getppid()}" in err and err.count("\n") == 1
+    assert not (out / "poses").exists()
+    holder.held = False
+
+
+def test_absurd_intrinsics_and_far_scenes_are_warned_about(tmp_path):
+    from scene4d.data import load_capture
+    from scene4d.data.synthetic import make_dnerf_capture
+
+    src = make_dnerf_capture(tmp_path / "cap", size=16, n_train=6, n_test=2, n_val=0)
+    assert load_capture(src).warnings() == []
+    for split in ("train", "test"):
+        p = src / f"transforms_{split}.json"
+        d = json.loads(p.read_text())
+        d["camera_angle_x"] = 0.001  # degrees written where radians belong, twice over
+        p.write_text(json.dumps(d))
+    (w,) = load_capture(src).warnings()
+    assert "field of view is 0.0573" in w and "radians" in w
+    for split in ("train", "test"):
+        p = src / f"transforms_{split}.json"
+        d = json.loads(p.read_text())
+        d["camera_angle_x"] = 0.69
+        for f in d["frames"]:
+            f["transform_matrix"][0][3] += 1e7
+        p.write_text(json.dumps(d))
+    (w,) = load_capture(src).warnings()
+    assert "1e+07 units from the origin" in w and "Recentre" in w
