@@ -322,9 +322,13 @@ class MotionNodesField(DeformationField):
     def weights(self, means: Tensor) -> Tensor:
         """(N, K) blend weights of the nodes for Gaussians at canonical ``means``."""
         c = self.centers
-        # |x - c|^2 expanded: one matrix product (cdist's backward costs ~5x more here)
-        d2 = (means.square().sum(-1, keepdim=True) - 2 * means @ c.t() + c.square().sum(-1)).clamp_min(0)
-        logits = -0.5 * d2 * torch.exp(-2 * self.log_radii)
+        # -|x - c_k|^2 / 2 r_k^2 expanded into one (N, 5) x (5, K) product: [x, |x|^2, 1] against
+        # [c_k s_k, -s_k / 2, -|c_k|^2 s_k / 2] with s_k = 1 / r_k^2 (cdist's backward costs ~5x more,
+        # and the elementwise form ~10 (N, K) ops forward and back)
+        s = torch.exp(-2 * self.log_radii)
+        lhs = torch.cat([means, means.square().sum(-1, keepdim=True), torch.ones_like(means[:, :1])], dim=-1)
+        rhs = torch.cat([c * s[:, None], (-0.5 * s)[:, None], (-0.5 * s * c.square().sum(-1))[:, None]], dim=-1)
+        logits = lhs @ rhs.t()
         k = self.cfg.neighbours
         if 0 < k < logits.shape[-1]:
             # the k strongest nodes blend, each less the (k+1)-th's share: a node entering or leaving
