@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -341,13 +341,15 @@ class MotionNodesField(DeformationField):
             return torch.zeros_like(logits).scatter(-1, top[..., :k], w)
         return torch.softmax(logits, dim=-1)
 
-    def warp(self, means: Tensor, quats: Tensor, t: float) -> Tuple[Tensor, Tensor]:
-        """Canonical (N, 3) means and (N, 4) wxyz quats -> their values at time t."""
+    def warp(self, means: Tensor, quats: Tensor, t: float, weights: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Canonical (N, 3) means and (N, 4) wxyz quats -> their values at time t. ``weights``:
+        :meth:`weights` of these means, when the caller keeps them (a viewer scrubbing time over
+        fixed canonical Gaussians evaluates them once)."""
         import roma
 
         q_xyzw, p = self._poses(t)
         R = roma.unitquat_to_rotmat(q_xyzw)  # (K, 3, 3)
-        w = self.weights(means)  # (N, K)
+        w = self.weights(means) if weights is None else weights  # (N, K)
         # the blended affine map sum_k w_k [R_k | p_k] in one (N, K) x (K, 12) product, applied
         # elementwise (batched 3x3 products and einsum cost ~2x more per step on a CPU)
         Ap = w @ torch.cat([R.reshape(-1, 9), p], dim=1)

@@ -85,6 +85,46 @@ class SceneSplats:
         self.timings = (0.0, 0.0)
         self.dynamic_rows = torch.nonzero(moving).flatten()
         self.static_rows = torch.nonzero(~moving).flatten()
+        self._fast = self._node_parts()
+
+    def _node_parts(self):
+        """For a scene whose moving rows are all carried by motion-node fields (no temporal
+        opacity): per field, the rows, canonical means and quats, and the node weights, computed
+        once; a time change then only blends the nodes' poses (the weights are most of a warp).
+        None when some moving row is moved otherwise (hexplane and MLP fields evaluate in full)."""
+        from ..deformation import MotionNodesField
+
+        sc = self.scene
+        fields = getattr(sc, "fields", None)
+        if not fields or getattr(sc, "temporal_opacity", False) or self.n_dynamic == 0:
+            return None
+        with torch.no_grad():
+            ent = sc.entity[self.dynamic_rows]
+            parts = []
+            for i, f in enumerate(fields):
+                pos = torch.nonzero(ent == i).flatten()  # positions within the moving set
+                if pos.numel() == 0:
+                    continue
+                if not isinstance(f, MotionNodesField):
+                    return None
+                rows = self.dynamic_rows[pos]
+                means, quats = sc.params["means"][rows], sc.params["quats"][rows]
+                parts.append((f, pos, means, quats, f.weights(means)))
+            g = sc.at(0.0, deform=False)
+            rest = (g.scales[self.dynamic_rows], g.opacities[self.dynamic_rows], g.sh[self.dynamic_rows])
+        return parts, rest
+
+    def _dynamic_gaussians(self, t: float) -> Gaussians:
+        if self._fast is None or not self.deform:
+            return _take(self.gaussians(t), self.dynamic_rows)
+        parts, (scales, opacities, sh) = self._fast
+        means = torch.empty(self.n_dynamic, 3, dtype=scales.dtype, device=scales.device)
+        quats = torch.empty(self.n_dynamic, 4, dtype=scales.dtype, device=scales.device)
+        with torch.no_grad():
+            for f, pos, m, q, w in parts:
+                mm, qq = f.warp(m, q, float(t), weights=w)
+                means[pos], quats[pos] = mm, qq
+        return Gaussians(means, quats, scales, opacities, sh)
 
     @property
     def n_dynamic(self) -> int:
@@ -113,7 +153,7 @@ class SceneSplats:
         if self.n_dynamic == 0:
             return None
         t0 = time.perf_counter()
-        g = _take(self.gaussians(t), self.dynamic_rows)
+        g = self._dynamic_gaussians(t)
         t1 = time.perf_counter()
         out = splat_arrays(g)
         self.timings = (t1 - t0, time.perf_counter() - t1)

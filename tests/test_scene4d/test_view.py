@@ -443,3 +443,34 @@ def test_gaussians_that_appear_and_vanish_are_sent_on_every_time_change():
     assert s.n_dynamic == 40
     with torch.no_grad():
         np.testing.assert_allclose(s.dynamic(0.3).opacities[:, 0], sc.at(0.3).opacities.numpy(), atol=1e-6)
+
+
+def test_time_changes_reuse_the_node_weights_and_match_the_scene():
+    """A motion-nodes scene's node weights are computed once per scene; every time change then gives
+    exactly what Scene4D.at gives (48 nodes, all blending)."""
+    import math
+
+    from scene4d.deformation import MotionNodesConfig
+    from scene4d.field import Scene4D, init_params
+
+    g = torch.Generator().manual_seed(0)
+    sc = Scene4D(init_params(torch.randn(3000, 3, generator=g) * 0.4, None, 0, opacity=0.5),
+                 MotionNodesConfig(nodes=48, time_resolution=8), sh_degree=0)
+    sc.initialize_fields()
+    with torch.no_grad():
+        k = torch.linspace(0, 2 * math.pi, 8)
+        sc.deformation.translations[:, :, 0] = 0.2 * torch.sin(k)
+        sc.deformation.rotvecs[:, :, 2] = 0.5 * torch.sin(k)
+    s = SceneSplats(sc)
+    assert s._fast is not None and s.n_dynamic == 3000
+    calls = []
+    real = sc.deformation.weights
+    sc.deformation.weights = lambda m: calls.append(1) or real(m)
+    with torch.no_grad():
+        for t in (0.1, 0.55, 0.93):
+            want = sc.at(t)
+            n = len(calls)
+            got = s._dynamic_gaussians(t)
+            assert len(calls) == n  # no weights evaluated for the time change
+            torch.testing.assert_close(got.means, want.means[s.dynamic_rows], atol=0, rtol=0)
+            torch.testing.assert_close(got.quats, want.quats[s.dynamic_rows], atol=0, rtol=0)
