@@ -359,8 +359,13 @@ class MotionNodesField(DeformationField):
         # before blending, or two nodes turning alike could cancel out (a choice, not differentiated)
         with torch.no_grad():  # node j's sign for a Gaussian whose main node is i: row i of a (K, K) table
             table = torch.where(q_xyzw @ q_xyzw.t() < 0, -1.0, 1.0).to(w.dtype)
-            sign = table[w.argmax(dim=-1)]  # (N, K)
-        qb = (w * sign) @ q_xyzw  # blended node rotation
+            # every pair of nodes in one hemisphere (the usual case): no sign to apply. Checked on
+            # the CPU only, where reading the answer back costs nothing
+            same = not table.is_cuda and bool((table > 0).all())
+        if same:
+            qb = w @ q_xyzw
+        else:
+            qb = (w * table[w.argmax(dim=-1)]) @ q_xyzw  # blended node rotation
         qb = qb / qb.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         q = roma.quat_product(qb, roma.quat_wxyz_to_xyzw(quats))
         return new_means, roma.quat_xyzw_to_wxyz(q)
