@@ -325,8 +325,9 @@ def reconstruct(
             folder of images, or a COLMAP folder; the last three get camera poses first (as scene4d
             poses, written to OUT/poses).
         out: the scene folder to write.
-        preset: a preset in configs/ — fast (CPU minutes; the default for captures), dnerf (the
-            D-NeRF benchmark setting), quality, handheld (the default for videos, image folders
+        preset: a preset in configs/ — fast (CPU minutes; the default for captures), dnerf-cpu
+            (D-NeRF-class captures at ~100x100 on a CPU, a few minutes), dnerf (the D-NeRF
+            benchmark setting, GPU), quality, handheld (the default for videos, image folders
             and COLMAP folders) — or a preset file (my.json; `scene4d presets NAME` prints one
             to start from).
         iters: override the preset's number of steps.

@@ -14,14 +14,18 @@ from scene4d.reconstruct import config_to_json
 
 
 def test_shipped_presets():
-    assert preset_names() == ["dnerf", "fast", "handheld", "quality"]
+    assert preset_names() == ["dnerf", "dnerf-cpu", "fast", "handheld", "quality"]
     # the named presets are the top-level configs/ folder's files
     assert PRESET_DIR == (Path(__file__).resolve().parents[2] / "configs")
-    assert sorted(p.name for p in PRESET_DIR.glob("*.json")) == [f"{n}.json" for n in preset_names()]
+    assert sorted(p.name for p in PRESET_DIR.glob("*.json")) == sorted(f"{n}.json" for n in preset_names())
     fast = load_preset("fast")
     assert (fast.iters, fast.densify.max_gaussians, fast.deformation.kind, fast.deformation.nodes) == (2800, 3500, "nodes", 48)
     assert load_preset("handheld").temporal_opacity and load_preset("dnerf").deformation.resolutions == [64, 128]
     # each call is a fresh config: editing one run's config does not edit the next run's
+    cpu = load_preset("dnerf-cpu")  # the fast preset, longer and with more Gaussians
+    assert (cpu.iters, cpu.densify.max_gaussians, cpu.densify.refine_stop, cpu.deformation.kind) == (8000, 10000, 6000,
+                                                                                                     "nodes")
+    assert (cpu.time_curriculum, cpu.downscales) == (fast.time_curriculum, fast.downscales)
     fast.densify.max_gaussians = 7
     assert load_preset("fast").densify.max_gaussians == 3500
 
@@ -117,7 +121,7 @@ def test_preset_file_errors_beyond_keys(tmp_path):
         load_preset(a)
     with pytest.raises(PresetError, match="no such preset file"):
         load_preset(tmp_path / "missing.json")
-    with pytest.raises(PresetError, match="choose one of dnerf, fast, handheld, quality"):
+    with pytest.raises(PresetError, match="choose one of dnerf, dnerf-cpu, fast, handheld, quality"):
         load_preset("turbo")
 
 
