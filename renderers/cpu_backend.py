@@ -356,7 +356,7 @@ def rasterize_cpu(
     Intrinsics ``K`` are not differentiated by the compiled projection; when they require a
     gradient, the projection runs through the torch backend's autograd ``project`` (compositing
     stays compiled)."""
-    from .torch_backend import Projected, project
+    from .torch_backend import Projected, finish_composite, project
 
     if means.device.type != "cpu":
         raise ValueError(f"the compiled CPU rasterizer needs CPU tensors, got {means.device}")
@@ -374,10 +374,4 @@ def rasterize_cpu(
     tile = (tile_width or tile_size, tile_size)
     feat, T = _Rasterize.apply(proj.means2d, proj.conics, opacities, proj.colors, proj.depths, proj.radii,
                                width, height, tile, float(alpha_min), float(alpha_max), float(transmittance_min))
-    T = T[..., None]
-    alpha = 1 - T
-    rgb = feat[..., :3]
-    if background is not None:
-        rgb = rgb + T * background[:, None, None, :]
-    depth = feat[..., 3:] / alpha.clamp_min(1e-10)
-    return rgb, alpha, depth, proj
+    return (*finish_composite(feat, T[..., None], background), proj)

@@ -416,9 +416,14 @@ def rasterize_torch(
         .permute(0, 1, 3, 2, 4)
         .reshape(C, ty * tile_size, tx * tile_size)[:, :height, :width, None]
     )
+    return (*finish_composite(img, T, background), proj)
+
+
+def finish_composite(feat: Tensor, T: Tensor, background: Optional[Tensor]):
+    """Composited (C, H, W, 4) colour+depth sums and (C, H, W, 1) final transmittance -> (rgb over
+    ``background``, alpha, depth normalised by alpha); shared by the torch and compiled backends."""
     alpha = 1 - T
-    rgb = img[..., :3]
+    rgb = feat[..., :3]
     if background is not None:
         rgb = rgb + T * background[:, None, None, :]
-    depth = img[..., 3:] / alpha.clamp_min(1e-10)
-    return rgb, alpha, depth, proj
+    return rgb, alpha, feat[..., 3:] / alpha.clamp_min(1e-10)

@@ -21,7 +21,9 @@ def _train_images(folder: Path, meta: dict, train_cams, long_side: int = 160):
         cap = load_capture(src, downscale=down)
         if len(cap.train) != len(train_cams):
             return None
-        return [(img.clamp(0, 1) * 255).to(dtype=__import__("torch").uint8).numpy() for img in cap.train.images]
+        from ..media import to_uint8
+
+        return [to_uint8(img) for img in cap.train.images]
     return load
 
 

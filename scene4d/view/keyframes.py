@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from cameras import Cameras, camera_path_document, interpolate_keyframes, read_keyframes
+from cameras import Cameras, camera_path_document, interpolate_keyframes, intrinsics_from_fov, read_keyframes, rigid_inverse
 from cameras.conventions import quat_wxyz_to_rotmat, rotmat_to_quat_wxyz
 from cameras.limits import MAX_FRAMES, MAX_IMAGE_SIDE
 
@@ -54,13 +54,8 @@ def cameras_of(keys: Sequence[Keyframe], width: int, height: int) -> Cameras:
     """The keyframes as Cameras (float64, OpenCV world-to-camera, centred principal point)."""
     if not keys:
         raise ValueError("no keyframes")
-    c2w = torch.tensor(np.stack([k.c2w() for k in keys]), dtype=_F64)
-    w2c = torch.linalg.inv(c2w)
-    w2c[:, 3] = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=_F64)
-    K = torch.zeros(len(keys), 3, 3, dtype=_F64)
-    for i, k in enumerate(keys):
-        f = 0.5 * height / math.tan(k.fov / 2)
-        K[i] = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=_F64)
+    w2c = rigid_inverse(torch.tensor(np.stack([k.c2w() for k in keys]), dtype=_F64))
+    K = torch.stack([intrinsics_from_fov(k.fov, width, height, dtype=_F64) for k in keys])
     return Cameras(K=K, world_to_camera=w2c, width=width, height=height,
                    times=torch.tensor([k.time for k in keys], dtype=_F64))
 
@@ -68,7 +63,7 @@ def cameras_of(keys: Sequence[Keyframe], width: int, height: int) -> Cameras:
 def keyframes_of(cams: Cameras) -> List[Keyframe]:
     """Cameras (e.g. a loaded file's keyframes) -> keyframes; times 0 where the cameras carry none."""
     w2c = cams.world_to_camera.detach().to("cpu", _F64)
-    c2w = torch.linalg.inv(w2c)
+    c2w = rigid_inverse(w2c)
     q = rotmat_to_quat_wxyz(c2w[:, :3, :3])
     fy = cams.K[:, 1, 1].detach().to("cpu", _F64)
     fov = 2 * torch.atan(cams.height / (2 * fy))

@@ -25,7 +25,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from cameras import Cameras
+from cameras import Cameras, rigid_inverse
 from cameras.conventions import rotmat_to_quat_wxyz
 from renderers import rasterize
 
@@ -117,7 +117,7 @@ def _wxyz_of(R: np.ndarray) -> np.ndarray:
 
 
 def _c2w(w2c: torch.Tensor) -> np.ndarray:
-    return torch.linalg.inv(w2c.detach().to("cpu", torch.float64)).numpy()
+    return rigid_inverse(w2c.detach().to("cpu", torch.float64)).numpy()
 
 
 class Viewer:
@@ -243,17 +243,20 @@ class Viewer:
         return cost
 
     def _update_nodes(self) -> None:
-        h = self._handles.pop("nodes", None)
+        pts = self.node_positions(self.time) if self.gui_nodes.value else None
+        h = self._handles.get("nodes")
+        if pts is None or len(pts) == 0:
+            if h is not None:
+                self._handles.pop("nodes").remove()
+            return
+        pts = pts.astype(np.float32)
+        if h is not None and len(h.points) == len(pts):
+            h.points = pts  # a time change moves the nodes; the node itself stays
+            return
         if h is not None:
             h.remove()
-        if not self.gui_nodes.value:
-            return
-        pts = self.node_positions(self.time)
-        if pts is None or len(pts) == 0:
-            return
-        scale = self._scene_radius() * 0.03
         self._handles["nodes"] = self.server.scene.add_point_cloud(
-            "/motion_nodes", points=pts.astype(np.float32), colors=(255, 0, 200), point_size=scale,
+            "/motion_nodes", points=pts, colors=(255, 0, 200), point_size=self._scene_radius() * 0.03,
             point_shape="circle")
 
     def node_positions(self, t: float) -> Optional[np.ndarray]:

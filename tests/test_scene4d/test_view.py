@@ -412,6 +412,16 @@ def test_scene_swaps_keep_the_splat_sets_right_and_shared_viewers_stay_in_their_
         v.set_time(0.25)
         torch.testing.assert_close(torch.from_numpy(v._handles["dynamic"].centers.copy()),
                                    v.scene.at(0.25).means[v._splats.dynamic_rows].detach(), atol=1e-6, rtol=0)
+        v.gui_nodes.value = True  # the motion nodes follow time in one point-cloud node
+        v.set_time(0.0)
+        h = v._handles["nodes"]
+        v.set_time(1.0)
+        assert v._handles["nodes"] is h
+        np.testing.assert_allclose(h.points, v.node_positions(1.0), atol=1e-3)  # viser keeps them as float16
+        assert np.abs(v.node_positions(1.0) - v.node_positions(0.0)).max() > 0.5  # they moved (0.7 and 0.6)
+        v.gui_nodes.value = False
+        v.set_time(0.5)
+        assert "nodes" not in v._handles
         g = random_gaussians(30, sh_degree=0, dtype=torch.float32)
         v.set_scene(StaticScene(Gaussians(g.means, g.quats, g.scales, g.opacities, g.sh)))  # nothing moves
         assert "dynamic" not in v._handles and len(v._handles["static"].buffer) == 30
