@@ -14,6 +14,10 @@
                                                              #   each and the mean (see --make-suite)
     python bench/reconstruct.py --make-suite captures/ --seeds 0 1 2 --orbiter-turns 0.5
                                                              # procedural captures to run it on
+    python bench/reconstruct.py --make-suite spin/ --spinning [fine] --seeds 0 1 2
+                                                             # spheres spinning about their own axes (a
+                                                             #   spin only their texture shows): the suite
+                                                             #   adds each fit's rotation error
 
 The reference in the same run is the static baseline (--compare-static): the dynamic field's gain
 over it, in dB, is what the deformation buys for the same number of steps.
@@ -32,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scene4d.data import load_capture  # noqa: E402
-from scene4d.data.synthetic import make_dnerf_capture, motion_errors  # noqa: E402
+from scene4d.data.synthetic import make_dnerf_capture, make_spinning_capture, motion_errors  # noqa: E402
 from scene4d.reconstruct import FIELDS, preset, train, with_iters, without_motion  # noqa: E402
 
 
@@ -84,7 +88,8 @@ def suite(args) -> None:
         raise SystemExit(f"{args.suite}: no capture folders (transforms_train.json / transforms.json) or videos")
     print(f"suite {args.suite}: {len(entries)} captures, preset {args.preset}"
           f"{f', {args.iters} steps' if args.iters else ''}, threads {args.threads or 'default'}", flush=True)
-    print(f"{'capture':32s}{'PSNR':>8}{'SSIM':>8}{'time s':>9}{'Gaussians':>11}{'peak MB':>9}", flush=True)
+    print(f"{'capture':32s}{'PSNR':>8}{'SSIM':>8}{'time s':>9}{'Gaussians':>11}{'peak MB':>9}{'spin err':>10}",
+          flush=True)
     rows = []
     for e in entries:
         cmd = [sys.executable, __file__, "--one", "--data", str(e), "--preset", args.preset,
@@ -101,8 +106,9 @@ def suite(args) -> None:
         r = json.loads(line[-1][6:])
         rows.append(r)
         tag = "" if r["held_out"] else "  (training view: nothing held out)"
+        rot = "" if r.get("rotation_deg") is None else f"{r['rotation_deg']:>9.1f}\u00b0"
         print(f"{e.name[:31]:32s}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{r['seconds']:>9.0f}{r['gaussians']:>11}"
-              f"{r['peak_mb']:>9.0f}{tag}", flush=True)
+              f"{r['peak_mb']:>9.0f}{rot:>10}{tag}", flush=True)
     if rows:
         mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
         print(f"{'mean of ' + str(len(rows)):32s}{mean('psnr'):>8.2f}{mean('ssim'):>8.4f}{mean('seconds'):>9.0f}"
@@ -135,10 +141,24 @@ def one(args) -> None:
         device = default_device().type if args.device == "auto" else args.device
         res = train(capture, Path(d) / "scene", cfg, progress=False, device=device, backend=args.backend)
         m = res.metrics
+        seconds = time.perf_counter() - t0
+        rot = _spin_error(data, res.scene)
     print("SUITE " + json.dumps({
-        "psnr": m["psnr"], "ssim": m["ssim"], "seconds": time.perf_counter() - t0, "gaussians": m["n_gaussians"],
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_out": m.get("held_out", True)}),
-        flush=True)
+        "psnr": m["psnr"], "ssim": m["ssim"], "seconds": seconds, "gaussians": m["n_gaussians"],
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_out": m.get("held_out", True),
+        "rotation_deg": rot}), flush=True)
+
+
+def _spin_error(data: Path, scene):
+    """For a capture written by ``--make-suite --spinning`` (its scene.txt names the generator): the
+    objects' mean rotation error in degrees (how well the fit followed each spin), else None."""
+    from scene4d.data.synthetic import spinning_scene_of
+
+    truth = spinning_scene_of(data)
+    if truth is None:
+        return None
+    errs = [e["rotation_deg"] for e in motion_errors(scene, truth=truth).values() if e["rotation_deg"] is not None]
+    return sum(errs) / len(errs) if errs else None
 
 
 def main():
@@ -169,13 +189,24 @@ def main():
     ap.add_argument("--make-suite", type=Path, default=None,
                     help="write procedural captures (one per --seeds value; --orbiter-turns, --size) into this folder")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--spinning", nargs="?", const="standard", choices=["standard", "fine"], default=None,
+                    help="--make-suite: captures of textured spheres that drift and spin about their own axes (up "
+                         "to half a turn) and a turning box, objects and cameras drawn from each seed; fine: bigger "
+                         "spheres (radius 0.3-0.4 against 0.2-0.3) with finer checkers (6-10 cells against 4-7)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a suite's child: one JSON line
     args = ap.parse_args()
     if args.make_suite is not None:
         for seed in args.seeds:
-            p = make_dnerf_capture(args.make_suite / f"spin{args.orbiter_turns:g}_seed{seed}", size=args.size,
-                                   seed=seed, orbiter_turns=args.orbiter_turns)
-            print(f"wrote {p}")
+            if args.spinning:
+                # fine: bigger spheres (more of their texture on screen) with finer checkers
+                kw = {"radius": (0.3, 0.4), "cells": (6, 10)} if args.spinning == "fine" else {}
+                p = make_spinning_capture(args.make_suite / f"spinning_{args.spinning}_seed{seed}", seed=seed,
+                                          size=args.size, **kw)
+                print(f"wrote {p}: " + "; ".join((p / "scene.txt").read_text().splitlines()[1:]))
+            else:
+                p = make_dnerf_capture(args.make_suite / f"spin{args.orbiter_turns:g}_seed{seed}", size=args.size,
+                                       seed=seed, orbiter_turns=args.orbiter_turns)
+                print(f"wrote {p}")
         return
     if args.suite is not None:
         return suite(args)

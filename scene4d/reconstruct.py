@@ -477,6 +477,9 @@ def evaluate_scene(scene: Scene4D, capture, out: Path, sh_degree: int, *, write_
         m["flicker_truth"] = round(float(losses.flicker(ref)), 4)
         m["flicker_vs_truth"] = round(float(losses.flicker(frames.clamp(0, 1), ref)), 4)
     if write_images:
-        for i in range(len(gt)):
-            write_image(Path(out) / "renders" / "test" / f"{i:03d}.png", torch.cat([pred[i], gt[i]], dim=1))
+        try:
+            for i in range(len(gt)):
+                write_image(Path(out) / "renders" / "test" / f"{i:03d}.png", torch.cat([pred[i], gt[i]], dim=1))
+        except OSError as e:  # a failing disk must not cost the scene: the metrics stand without the pictures
+            m["test_renders_note"] = f"test views not written to {Path(out) / 'renders' / 'test'} ({e.strerror or e})"
     return m

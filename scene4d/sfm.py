@@ -20,8 +20,9 @@ Steps of :func:`estimate_poses` (each timed in ``result.timings``):
    (``work_dir/dynamic_masks``); their matches are deleted, every pair is geometrically re-verified
    without them and the clip re-mapped (up to ``dynamic_iterations`` rounds). When frames are left
    out or the clip splits into several models: re-match with twice the overlap and map with relaxed
-   initialisation, register leftovers into the best model, then try pycolmap's global mapper; the
-   model with the most frames wins. Fewer than ``min_registered`` of the frames registered is an
+   initialisation, register leftovers into the best model, again under ``reseeds`` other random
+   seeds while frames are missing, then try pycolmap's global mapper; the model with the most
+   frames wins. Fewer than ``min_registered`` of the frames registered is an
    error saying what went wrong where (cuts, still or textureless stretches) and what to try.
 5. **undistort**: distorted models are undistorted to pinhole with ``pycolmap.undistort_images``.
 
@@ -103,7 +104,10 @@ class PosesOptions:
         dynamic_iterations: at most this many flag-and-re-map rounds (stops early when nothing moves).
         min_registered: fraction of the kept frames that must be registered in one model.
         recover: on missing frames or splits, retry (relaxed init, larger overlap, leftovers,
-            global mapper).
+            other random seeds, global mapper).
+        reseeds: how many other random seeds the recovery tries (each: relaxed mapping + leftovers)
+            while frames are still missing; the initial pair and RANSAC's draws are chance, and a
+            clip near the limits can split under one seed and register whole under the next.
         min_features: median SIFT features per frame below which the clip is "too little texture".
         max_num_features: SIFT features per frame at most.
         num_threads: CPU threads for pycolmap (-1: all). Results repeat exactly only with 1:
@@ -128,6 +132,7 @@ class PosesOptions:
     dynamic_iterations: int = 2
     min_registered: float = 1.0
     recover: bool = True
+    reseeds: int = 2
     min_features: int = 100
     max_num_features: int = 8192
     num_threads: int = -1
@@ -573,30 +578,42 @@ def _recover(pycolmap, clip: _Clip, opts: PosesOptions, best, models: list, repo
     tag = "recover"
     n_best = len(_registered(clip, best)) if best is not None else 0
     report.append(f"mapping: {n_best} of {clip.n} frames in the largest of {len(models)} model(s); recovering")
-    # 1. larger overlap + relaxed initialisation
+    # 1. larger overlap
     _match(pycolmap, clip, opts, overlap=2 * opts.overlap)
     if on_rematch is not None:
         on_rematch()
-    recs = _incremental(pycolmap, clip, clip.work / f"sparse_{tag}_relaxed", opts, relaxed=True)
-    if recs:
-        models = recs
-    for r in recs:
-        best = r if _better(clip, r, best) else best
-    n_new = len(_registered(clip, best)) if best is not None else 0
-    report.append(f"  relaxed mapping with overlap {2 * opts.overlap}: {n_new} frames in the best model")
-    # 2. register the leftovers into the best model
-    if best is not None and n_new < clip.n:
-        seed_dir = clip.work / f"sparse_{tag}_seed"
-        if seed_dir.exists():
-            shutil.rmtree(seed_dir)
-        seed_dir.mkdir(parents=True)
-        best.write(seed_dir)
-        recs = _incremental(pycolmap, clip, clip.work / f"sparse_{tag}_leftovers", opts, relaxed=True,
-                            input_path=seed_dir)
+    # 2. relaxed mapping, then the leftovers registered into its best model; again with other random
+    # seeds while frames are missing (the initial pair and RANSAC's draws are chance: a clip near the
+    # limits can split under one seed and register whole under the next)
+    for k in range(1 + opts.reseeds):
+        o = opts if k == 0 else replace(opts, seed=opts.seed + k)
+        if k:
+            pycolmap.set_random_seed(o.seed)
+        recs = _incremental(pycolmap, clip, clip.work / f"sparse_{tag}_relaxed{k}", o, relaxed=True)
+        if recs and k == 0:
+            models = recs
         for r in recs:
-            best = r if _better(clip, r, best) else best
-        n_new = len(_registered(clip, best))
-        report.append(f"  registering leftovers into it: {n_new} frames")
+            if _better(clip, r, best):
+                best, models = r, recs
+        n_new = len(_registered(clip, best)) if best is not None else 0
+        report.append(f"  relaxed mapping with overlap {2 * opts.overlap}" + (f", seed {o.seed}" if k else "")
+                      + f": {n_new} frames in the best model")
+        if best is not None and n_new < clip.n:
+            seed_dir = clip.work / f"sparse_{tag}_seed"
+            if seed_dir.exists():
+                shutil.rmtree(seed_dir)
+            seed_dir.mkdir(parents=True)
+            best.write(seed_dir)
+            recs = _incremental(pycolmap, clip, clip.work / f"sparse_{tag}_leftovers{k}", o, relaxed=True,
+                                input_path=seed_dir)
+            for r in recs:
+                best = r if _better(clip, r, best) else best
+            n_new = len(_registered(clip, best))
+            report.append(f"  registering leftovers into it: {n_new} frames")
+        if n_new == clip.n:
+            break
+    if opts.reseeds:
+        pycolmap.set_random_seed(opts.seed)
     # 3. the global mapper
     if best is None or len(_registered(clip, best)) < clip.n:
         try:

@@ -34,7 +34,7 @@ import math
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -161,7 +161,7 @@ def _random_cameras(n: int, gen: torch.Generator, size: int) -> Cameras:
 
 def _write_split(
     out_dir: Path, name: str, cams: Cameras, times: Tensor, background: tuple[float, float, float], alpha: bool,
-    orbiter_turns: float,
+    scene_fn: Callable[[float], Gaussians], camera_angle_x: float = math.radians(FOV_DEG),
 ) -> None:
     from PIL import Image
 
@@ -173,7 +173,7 @@ def _write_split(
     for i in range(len(cams)):
         t = float(times[i])
         # render over black: rgb is then premultiplied colour, the form alpha compositing needs
-        out = rasterize(scene_at(t, orbiter_turns), cams32[i], background=0.0, backend="torch")
+        out = rasterize(scene_fn(t), cams32[i], background=0.0, backend="torch")
         rgb_p, a = out.rgb[0].clamp(0, 1), out.alpha[0].clamp(0, 1)
         if alpha:
             # PNG stores straight (unassociated) colour; fully transparent pixels get the background
@@ -190,7 +190,7 @@ def _write_split(
             "time": t,
             "transform_matrix": c2w[i].tolist(),
         })
-    doc = {"camera_angle_x": math.radians(FOV_DEG), "frames": frames}
+    doc = {"camera_angle_x": camera_angle_x, "frames": frames}
     (out_dir / f"transforms_{name}.json").write_text(json.dumps(doc, indent=2))
 
 
@@ -224,8 +224,16 @@ def make_dnerf_capture(
             ``background`` (False).
         orbiter_turns: the orbiter's spin over the clip, in turns (see :func:`object_poses`).
     """
+    return _write_capture(out_dir, lambda t: scene_at(t, orbiter_turns), n_train=n_train, n_test=n_test, n_val=n_val,
+                          size=size, seed=seed, background=background, alpha=alpha)
+
+
+def _write_capture(out_dir, scene_fn: Callable[[float], Gaussians], *, n_train: int, n_test: int, n_val: int,
+                   size: int, seed: int, background: BackgroundSpec, alpha: bool) -> Path:
+    """The D-NeRF-format capture of ``scene_fn(t)``: monocular train views at evenly spaced times,
+    test/val views at random cameras and times (every camera and time drawn from ``seed``)."""
     if n_train < 2 or n_test < 1 or n_val < 0 or size < 8:
-        raise ValueError(f"make_dnerf_capture: need n_train >= 2, n_test >= 1, n_val >= 0, size >= 8; got "
+        raise ValueError(f"need n_train >= 2, n_test >= 1, n_val >= 0, size >= 8; got "
                          f"{n_train}, {n_test}, {n_val}, {size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,19 +243,33 @@ def make_dnerf_capture(
     train_t = torch.arange(n_train, dtype=torch.float64) / (n_train - 1)
     test_cams = _random_cameras(n_test, gen, size)
     test_t = torch.rand(n_test, generator=gen, dtype=torch.float64)
-    _write_split(out, "train", train_cams, train_t, bg, alpha, orbiter_turns)
-    _write_split(out, "test", test_cams, test_t, bg, alpha, orbiter_turns)
+    _write_split(out, "train", train_cams, train_t, bg, alpha, scene_fn)
+    _write_split(out, "test", test_cams, test_t, bg, alpha, scene_fn)
     if n_val:
         val_cams = _random_cameras(n_val, gen, size)
         val_t = torch.rand(n_val, generator=gen, dtype=torch.float64)
-        _write_split(out, "val", val_cams, val_t, bg, alpha, orbiter_turns)
+        _write_split(out, "val", val_cams, val_t, bg, alpha, scene_fn)
     elif (out / "transforms_val.json").exists():
         (out / "transforms_val.json").unlink()  # a stale val split from an earlier call would be read
     return out
 
 
+class _DemoTruth:
+    """The :func:`scene_at` scene's objects as :func:`motion_errors` reads a scene's truth."""
+
+    names = OBJECT_NAMES
+    extents = (0.33, 0.25, 0.46)  # orbiter and bobber radii, the cube's half diagonal (0.433), + a margin
+
+    def __init__(self, orbiter_turns: float = 0.0):
+        self.orbiter_turns = orbiter_turns
+
+    def poses(self, t: float) -> list[tuple[Tensor, Tensor]]:
+        return object_poses(t, self.orbiter_turns)
+
+
 @torch.no_grad()
-def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), orbiter_turns: float = 0.0) -> dict:
+def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), orbiter_turns: float = 0.0,
+                  truth=None) -> dict:
     """How well a fitted scene follows each object's true rigid motion (degrees, scene units).
 
     The fitted Gaussians of an object are those whose fitted position at t = 0 lies inside the
@@ -258,14 +280,16 @@ def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
     origin without any motion error), averaged over ``times``. A spin the fit missed shows here even where
     the silhouette (and so much of the PSNR) is right. ``rotation_deg_by_time`` and
     ``centre_error_by_time`` give the same per time: where along the clip a fit lost track.
-    ``orbiter_turns``: the spin the capture was made with (:func:`make_dnerf_capture`).
+    ``orbiter_turns``: the spin the demo capture was made with (:func:`make_dnerf_capture`);
+    ``truth``: another procedural scene (a :class:`SpinningScene`) instead of the demo's.
     """
+    truth = _DemoTruth(orbiter_turns) if truth is None else truth
     at0 = scene.at(0.0).means.cpu()
     out = {}
-    extents = (0.33, 0.25, 0.46)  # orbiter and bobber radii, the cube's half diagonal (0.433), + a margin
-    for k, name in enumerate(OBJECT_NAMES):
-        R0, T0 = object_poses(0.0)[k]
-        sel = (at0 - T0).norm(dim=-1) < extents[k]
+    poses0 = truth.poses(0.0)
+    for k, name in enumerate(truth.names):
+        R0, T0 = poses0[k]
+        sel = (at0 - T0).norm(dim=-1) < truth.extents[k]
         if int(sel.sum()) < 3:
             out[name] = {"gaussians": int(sel.sum()), "rotation_deg": None, "centre_error": None}
             continue
@@ -278,7 +302,7 @@ def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
             U, _, Vh = torch.linalg.svd(b.T @ a)
             D = torch.diag(torch.tensor([1.0, 1.0, float(torch.sign(torch.det(U @ Vh)))]))
             R_fit = U @ D @ Vh
-            R_t, T_t = object_poses(float(t), orbiter_turns)[k]
+            R_t, T_t = truth.poses(float(t))[k]
             R_true = R_t @ R0.T
             cos = ((R_fit @ R_true.T).trace() - 1) / 2
             rot_err.append(math.degrees(math.acos(max(-1.0, min(1.0, float(cos))))))
@@ -288,6 +312,156 @@ def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
                      "rotation_deg_by_time": {float(t): round(e, 2) for t, e in zip(times, rot_err)},
                      "centre_error_by_time": {float(t): round(e, 4) for t, e in zip(times, ctr_err)}}
     return out
+
+
+# --------------------------------------------------------------------------- spinning captures
+def _axis_rotation(axis: Sequence[float], angle: float) -> Tensor:
+    """(3, 3) rotation by ``angle`` (radians) about the unit vector ``axis`` (Rodrigues)."""
+    k = torch.tensor(axis, dtype=torch.float32)
+    k = k / k.norm()
+    K = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return torch.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * (K @ K)
+
+
+HUES = {"red": (0.9, 0.2, 0.15), "orange": (1.0, 0.55, 0.1), "yellow": (1.0, 0.85, 0.3),
+        "green": (0.2, 0.75, 0.3), "blue": (0.15, 0.35, 0.95), "purple": (0.6, 0.25, 0.8),
+        "white": (0.95, 0.95, 0.95), "dark": (0.12, 0.12, 0.15)}
+
+
+class SpinningScene:
+    """Textured spheres that drift and spin about their own axes, and a turning box: the case a
+    monocular fit finds hardest, a rotation only the texture shows (a sphere's outline never changes).
+
+    Drawn from ``seed``: ``n_spheres`` spheres (radius in ``radius``, 0.2-0.3 by default; a two-tone
+    latitude/longitude checker of ``cells`` cells, 4-7 by default, in two of :data:`HUES`), each spinning ``0.2 .. max_turns`` turns over the
+    clip about its own random axis while its centre drifts 0.2-0.45 along a random direction (with a
+    small vertical sway); a two-tone checkered box of side 0.45 below them turning 0.25 .. max_turns
+    turns about a random near-vertical axis. Paths never bring two objects within 0.05 of each other
+    and everything stays within :data:`SCENE_RADIUS`. Gaussian ``i`` is the same material point at every
+    t. ``names``, ``poses(t)`` and ``extents`` are what :func:`motion_errors` reads.
+    """
+
+    def __init__(self, seed: int = 0, n_spheres: int = 3, max_turns: float = 0.5,
+                 radius: tuple[float, float] = (0.2, 0.3), cells: tuple[int, int] = (4, 7)):
+        if n_spheres < 1 or not 0.2 <= max_turns or not 0.05 <= radius[0] <= radius[1] <= 0.45 or not 1 <= cells[0] <= cells[1]:
+            raise ValueError(f"SpinningScene: need n_spheres >= 1, max_turns >= 0.2, 0.05 <= radius <= 0.45 and "
+                             f"cells >= 1; got {n_spheres}, {max_turns}, {radius}, {cells}")
+        self.params = {"seed": seed, "n_spheres": n_spheres, "max_turns": max_turns, "radius": list(radius),
+                       "cells": list(cells)}
+        g = torch.Generator().manual_seed(10_000 + seed)
+        u = lambda lo=0.0, hi=1.0: lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))  # noqa: E731
+        hue_names = list(HUES)
+        for _ in range(1000):
+            objs = []
+            phase = u(0, 2 * math.pi)
+            for i in range(n_spheres):
+                r = u(*radius)
+                a = phase + 2 * math.pi * (i + u(-0.15, 0.15)) / n_spheres
+                start = (u(0.5, 0.75) * math.cos(a), u(0.5, 0.75) * math.sin(a), u(-0.05, 0.45))
+                d = u(0, 2 * math.pi)
+                drift = u(0.2, 0.45)
+                c1, c2 = (hue_names[int(j)] for j in torch.randperm(len(hue_names), generator=g)[:2])
+                axis = torch.randn(3, generator=g)
+                turns = u(0.2, max_turns) * (1 if u() < 0.5 else -1)
+                objs.append({"name": f"sphere{i}", "shape": "sphere", "size": r, "colors": (c1, c2),
+                             "cells": float(int(u(cells[0], cells[1] + 1))), "start": start,
+                             "drift": (drift * math.cos(d), drift * math.sin(d), u(-0.1, 0.1)), "sway": u(0.0, 0.1),
+                             "axis": tuple((axis / axis.norm()).tolist()), "turns": turns})
+            tilt = torch.randn(3, generator=g) * 0.25 + torch.tensor([0.0, 0.0, 1.0])
+            c1, c2 = (hue_names[int(j)] for j in torch.randperm(len(hue_names), generator=g)[:2])
+            objs.append({"name": "box", "shape": "cube", "size": 0.45, "colors": (c1, c2), "cells": 4.0,
+                         "start": (u(-0.1, 0.1), u(-0.1, 0.1), -0.6), "drift": (0.0, 0.0, 0.0), "sway": 0.0,
+                         "axis": tuple((tilt / tilt.norm()).tolist()),
+                         "turns": u(0.25, max_turns) * (1 if u() < 0.5 else -1)})
+            self.objects = objs
+            if self._fits():
+                break
+        else:  # pragma: no cover - 1000 draws always find a layout
+            raise RuntimeError("SpinningScene: no layout found")
+        self.names = tuple(o["name"] for o in objs)
+        radius = [o["size"] if o["shape"] == "sphere" else o["size"] * math.sqrt(3) / 2 for o in objs]
+        self.extents = tuple(r + 0.03 for r in radius)
+        self._canonical: Optional[tuple[Gaussians, Tensor]] = None
+
+    def _centre(self, o: dict, t: float) -> Tensor:
+        s, d = torch.tensor(o["start"]), torch.tensor(o["drift"])
+        return s + d * t + torch.tensor([0.0, 0.0, o["sway"] * math.sin(2 * math.pi * t)])
+
+    def _fits(self) -> bool:
+        rad = [o["size"] if o["shape"] == "sphere" else o["size"] * math.sqrt(3) / 2 for o in self.objects]
+        for t in torch.linspace(0, 1, 21).tolist():
+            cs = [self._centre(o, t) for o in self.objects]
+            if any(float(c.norm()) + r > SCENE_RADIUS - 0.05 for c, r in zip(cs, rad)):
+                return False
+            for i in range(len(cs)):
+                for j in range(i + 1, len(cs)):
+                    if float((cs[i] - cs[j]).norm()) < rad[i] + rad[j] + 0.05:
+                        return False
+        return True
+
+    def canonical(self) -> tuple[Gaussians, Tensor]:
+        """The objects in their local frames (each centred at its origin) and (N,) object labels."""
+        if self._canonical is None:
+            parts = []
+            for o in self.objects:
+                c1, c2 = HUES[o["colors"][0]], HUES[o["colors"][1]]
+                parts.append(_striped_sphere(o["size"], c1, c2, o["cells"]) if o["shape"] == "sphere"
+                             else _checkered_cube(o["size"], c1, c2))
+            labels = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(parts)])
+            self._canonical = (Gaussians.cat(parts), labels)
+        return self._canonical
+
+    def poses(self, t: float) -> list[tuple[Tensor, Tensor]]:
+        """Rigid pose ``(R, T)`` of each object at time t (a local point x is at ``R @ x + T``)."""
+        t = float(t)
+        return [(_axis_rotation(o["axis"], 2 * math.pi * o["turns"] * t), self._centre(o, t)) for o in self.objects]
+
+    def at(self, t: float) -> Gaussians:
+        """The ground-truth Gaussians (float32, SH degree 0) at time t."""
+        g, labels = self.canonical()
+        means, quats = torch.empty_like(g.means), torch.empty_like(g.quats)
+        for i, (R, T) in enumerate(self.poses(t)):
+            m = labels == i
+            means[m] = g.means[m] @ R.T + T
+            quats[m] = quat_multiply(rotmat_to_quat_wxyz(R).expand(int(m.sum()), 4), g.quats[m])
+        return Gaussians(means, quats, g.scales.clone(), g.opacities.clone(), g.sh.clone())
+
+    def describe(self) -> list[str]:
+        """One line per object: shape, colours, spin and drift (what the capture's README states)."""
+        out = []
+        for o in self.objects:
+            d = float(torch.tensor(o["drift"]).norm())
+            out.append(f"{o['name']}: {o['shape']} {o['size']:.2f}, {o['colors'][0]}/{o['colors'][1]} checker, "
+                       f"spins {o['turns']:+.2f} turns about ({', '.join(f'{a:+.2f}' for a in o['axis'])}), "
+                       f"drifts {d:.2f}")
+        return out
+
+
+def make_spinning_capture(
+    out_dir: Union[str, Path], *, seed: int = 0, n_spheres: int = 3, max_turns: float = 0.5,
+    radius: tuple[float, float] = (0.2, 0.3), cells: tuple[int, int] = (4, 7), n_train: int = 100,
+    n_test: int = 20, n_val: int = 0, size: int = 128, background: BackgroundSpec = "white", alpha: bool = True,
+) -> Path:
+    """Write a D-NeRF-format capture of :class:`SpinningScene` ``(seed, n_spheres, max_turns, radius,
+    cells)``: monocular train views (view i at time ``i / (n_train - 1)``, its own random camera), test
+    views at other random cameras and times; the objects and the cameras both come from ``seed``.
+    Also writes ``scene.txt``: ``SpinningScene {parameters as JSON}`` (what :func:`spinning_scene_of`
+    reads back), then a line per object. Returns ``out_dir``."""
+    truth = SpinningScene(seed, n_spheres, max_turns, radius, cells)
+    out = _write_capture(out_dir, truth.at, n_train=n_train, n_test=n_test, n_val=n_val, size=size, seed=seed,
+                         background=background, alpha=alpha)
+    (out / "scene.txt").write_text(f"SpinningScene {json.dumps(truth.params)}\n" + "\n".join(truth.describe()) + "\n")
+    return out
+
+
+def spinning_scene_of(capture_dir: Union[str, Path]) -> Optional[SpinningScene]:
+    """The :class:`SpinningScene` a capture folder was made from (its ``scene.txt``), else None."""
+    p = Path(capture_dir) / "scene.txt"
+    first = p.read_text().split("\n", 1)[0] if p.is_file() else ""
+    if not first.startswith("SpinningScene "):
+        return None
+    kw = json.loads(first[len("SpinningScene "):])
+    return SpinningScene(kw["seed"], kw["n_spheres"], kw["max_turns"], tuple(kw["radius"]), tuple(kw["cells"]))
 
 
 def main(argv=None) -> None:

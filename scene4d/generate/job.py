@@ -214,9 +214,17 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     fcfg = fit_config(cfg, scale)
     out.mkdir(parents=True, exist_ok=True)
 
+    preview_failed = []
+
     def on_step(step, sc, terms, report):
         if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.iters):
-            write_preview(sc, out / "previews" / f"step_{step:05d}.png", cfg, center, scale)
+            try:
+                write_preview(sc, out / "previews" / f"step_{step:05d}.png", cfg, center, scale)
+            except OSError as e:  # a preview is worth less than the run: say so once and go on
+                if not preview_failed:
+                    print(f"generate: the preview at step {step} could not be written to {out / 'previews'} "
+                          f"({e.strerror or e}); training goes on", file=sys.stderr)
+                preview_failed.append(step)
         if watch is not None:  # e.g. scene4d.view.LiveView (generate --view)
             watch(step, sc, terms, report)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -141,6 +144,28 @@ def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, prov
         ctx.renders.append((r, scene.rows(entities)))
         return r
 
+    label = getattr(objective, "label", "fit")
+    # the step of the first checkpoint that could not be written (while none could) and why
+    unsaved: Dict[str, object] = {"since": None, "why": None}
+
+    def checkpoint(at: int) -> bool:
+        """Write a checkpoint; a disk that fails (read-only, full, gone) is reported once and the run
+        goes on with its state in memory: the next checkpoint tries again."""
+        try:
+            state.save(out, cfg, objective, meta)
+        except (OSError, CheckpointError) as e:
+            unsaved["why"] = _why(e)
+            if unsaved["since"] is None:
+                tqdm.write(f"{label}: the checkpoint at step {at} could not be written to {out / 'checkpoints'} "
+                           f"({_why(e)})" + ("; training goes on with its state in memory and tries again at the "
+                                             "next checkpoint" if at < total else ""), file=sys.stderr)
+                unsaved["since"] = at
+            return False
+        if unsaved["since"] is not None:
+            tqdm.write(f"{label}: checkpoint written again at step {at}", file=sys.stderr)
+            unsaved["since"] = None
+        return True
+
     step = state.step
     try:
         while step < last:
@@ -186,7 +211,7 @@ def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, prov
             if (step % 10 == 0 or report) and ema_loss is not None:
                 bar.set_postfix(loss=f"{ema_loss:.4f}", **objective.progress_info(), N=len(scene))
             if (step % cfg.checkpoint_every == 0 or step == FIRST_CHECKPOINT) and step < total:
-                state.save(out, cfg, objective, meta)
+                checkpoint(step)
             if interrupted["flag"]:
                 break
     except Divergence as d:
@@ -196,38 +221,86 @@ def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, prov
         for sg, h in old_handlers.items():
             signal.signal(sg, h)
     seconds = time.perf_counter() - t0
+    hint = resume_command or f"the same command with --resume (--out {out})"
     if step < total:
         try:
-            state.save(out, cfg, objective, meta)
+            saved = checkpoint(step)
         except Divergence as d:
             raise FitDiverged(_diverged(d, out, objective)) from None
+        if not saved:  # the disk failed: the state goes elsewhere rather than nowhere
+            where = _rescue(out, lambda d: state.save(d, cfg, objective, meta))
+            raise CheckpointError(
+                f"stopped at step {step}/{total}, but the checkpoint could not be written to {out / 'checkpoints'} "
+                f"({unsaved['why']}); "
+                + (f"it was written to {where / 'checkpoints'} instead: copy that folder to {out / 'checkpoints'} "
+                   f"once the disk is writable and continue with {hint}" if where else
+                   "nor anywhere else (" + ", ".join(str(b) for b in _rescue_bases()) + "): the state is lost"))
         if interrupted["flag"]:
-            hint = resume_command or f"the same command with --resume (--out {out})"
             raise KeyboardInterrupt(f"stopped at step {step}/{total}; checkpoint saved in {out / 'checkpoints'}. "
                                     f"Continue with: {hint}")
         return FitResult(scene, step, seconds, {})
 
+    kept = False
     if step > start_step:  # the finished state is kept as a checkpoint until the scene is safely written
         try:
-            state.save(out, cfg, objective, meta)
+            kept = checkpoint(step)
         except Divergence as d:
             raise FitDiverged(_diverged(d, out, objective)) from None
+    else:
+        kept = read_checkpoint(out) is not None
     scene.eval()
+    metrics = dict(evaluate(scene)) if evaluate is not None else {}
+    metrics.update({"train_seconds": round(seconds, 2), "steps": step, "n_gaussians": len(scene)})
+
+    def write(d: Path) -> None:
+        check_free_space(d, 2 * _param_bytes(scene) + (8 << 20), "writing the scene")
+        atomic_write_json(d / "metrics.json", metrics)
+        save_scene(d, scene, provenance=provenance, **(publish or {}))
+
     try:
-        check_free_space(out, 2 * _param_bytes(scene) + (8 << 20), "writing the scene")
-        metrics = dict(evaluate(scene)) if evaluate is not None else {}
-        metrics.update({"train_seconds": round(seconds, 2), "steps": step, "n_gaussians": len(scene)})
-        atomic_write_json(out / "metrics.json", metrics)
-        save_scene(out, scene, provenance=provenance, **(publish or {}))
+        write(out)
     except (OSError, CheckpointError) as e:
-        hint = resume_command or f"the same command with --resume (--out {out})"
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise CheckpointError(f"writing the scene failed ({why}); the trained state is kept in "
-                              f"{out / 'checkpoints'} (step {step}): make room and run {hint} to write it") from None
+        why = _why(e)
+        if kept:
+            raise CheckpointError(f"writing the scene failed ({why}); the trained state is kept in "
+                                  f"{out / 'checkpoints'} (step {step}): make room and run {hint} to write it") from None
+        # neither the scene nor a checkpoint is on the output's disk: write the scene elsewhere
+        where = _rescue(out, write)
+        raise CheckpointError(
+            f"writing the scene to {out} failed ({why}) and no checkpoint of it is there; "
+            + (f"the finished scene was written to {where} instead (every command takes it: scene4d render {where}); "
+               f"move it where you want it" if where else
+               "it could not be written anywhere else either (" + ", ".join(str(b) for b in _rescue_bases())
+               + "): the trained scene is lost")) from None
     # the scene is complete (scene.json is written last): a checkpoint left behind would let a later
     # --resume go back to an earlier step and overwrite the finished scene
     remove_checkpoint(out)
     return FitResult(scene, step, seconds, metrics)
+
+
+def _why(e: BaseException) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+def _rescue_bases() -> list[Path]:
+    """Where a run whose output disk failed writes its work instead, in order: $SCENE4D_RESCUE_DIR,
+    the temporary folder, ~/.cache/scene4d/rescue."""
+    bases = [os.environ.get("SCENE4D_RESCUE_DIR"), tempfile.gettempdir(), Path.home() / ".cache" / "scene4d" / "rescue"]
+    return [Path(b) for b in bases if b]
+
+
+def _rescue(out: Path, write: Callable[[Path], object]) -> Optional[Path]:
+    """``write(folder)`` into a new folder under the first rescue base that takes it; that folder, or None."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for base in _rescue_bases():
+        d = base / f"scene4d-rescue-{Path(out).name or 'scene'}-{stamp}-{os.getpid()}"
+        try:
+            d.mkdir(parents=True)
+            write(d)
+            return d
+        except (OSError, CheckpointError):
+            continue
+    return None
 
 
 def _diverged(d: Divergence, out: Path, objective) -> str:

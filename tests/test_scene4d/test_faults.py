@@ -423,3 +423,82 @@ def test_absurd_intrinsics_and_far_scenes_are_warned_about(tmp_path):
         p.write_text(json.dumps(d))
     (w,) = load_capture(src).warnings()
     assert "1e+07 units from the origin" in w and "Recentre" in w
+
+
+def _read_only_after(monkeypatch, out, first_bad_step, calls):
+    """From checkpoint step ``first_bad_step`` on, every write under ``out`` fails as on a disk
+    remounted read-only (checkpoints and the scene); writes elsewhere work."""
+    import errno
+
+    import scene4d.train.loop as loop
+    from scene4d.train.state import TrainState
+
+    save, save_scene = TrainState.save, loop.save_scene
+
+    def ro(path):
+        if str(path).startswith(str(out)):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    def ckpt(self, d, *a, **k):
+        calls.append(self.step)
+        if self.step >= first_bad_step:
+            ro(d)
+        return save(self, d, *a, **k)
+
+    def scene_w(d, *a, **k):
+        ro(d)
+        return save_scene(d, *a, **k)
+
+    monkeypatch.setattr(TrainState, "save", ckpt)
+    monkeypatch.setattr(loop, "save_scene", scene_w)
+
+
+def test_a_disk_that_turns_read_only_mid_run_loses_nothing(capture, tmp_path, monkeypatch, capsys):
+    """The output's disk fails after the first checkpoint: training goes on (one warning, not one
+    per checkpoint), and the finished scene, which can be written neither to --out nor as a checkpoint
+    there, is written to a rescue folder that every command reads; the error names it."""
+    from scene4d.io import load_scene
+
+    out, rescue = tmp_path / "s", tmp_path / "rescue"
+    monkeypatch.setenv("SCENE4D_RESCUE_DIR", str(rescue))
+    calls = []
+    _read_only_after(monkeypatch, out, 20, calls)
+    with pytest.raises(CheckpointError) as e:
+        run(capture, out, iters=40, every=10)
+    assert calls == [10, 20, 30, 40]  # training went on past the failed checkpoint at step 20
+    err = capsys.readouterr().err
+    assert err.count("could not be written") == 1 and "Read-only file system" in err and "step 20" in err
+    msg = str(e.value)
+    assert "no checkpoint of it is there" in msg and "written to" in msg
+    (where,) = rescue.iterdir()
+    assert str(where) in msg
+    # the rescued scene is the trained one: the last good checkpoint on the failed disk is step 10's
+    assert read_checkpoint(out)["step"] == 10
+    sc, _, _ = load_scene(where)
+    trained = load_file(str(tensors_path(out)))
+    from scene4d.io import scene_tensors
+
+    rescued = scene_tensors(sc)
+    shared = [k for k in rescued if k in trained]
+    assert shared and any(not torch.equal(rescued[k], trained[k]) for k in shared), "rescued the step-10 state"
+    assert json.loads((where / "metrics.json").read_text())["steps"] == 40
+
+
+def test_a_stop_on_a_read_only_disk_rescues_the_checkpoint(capture, tmp_path, monkeypatch):
+    """Stopped early (here by ``stop_at``; Ctrl-C and SIGTERM take the same way) while the disk is
+    read-only: the checkpoint goes to the rescue folder, and copied back it resumes the run."""
+    out, rescue = tmp_path / "s", tmp_path / "rescue"
+    monkeypatch.setenv("SCENE4D_RESCUE_DIR", str(rescue))
+    _read_only_after(monkeypatch, out, 20, [])
+    with pytest.raises(CheckpointError, match=r"stopped at step 25/40, but the checkpoint could not be written"):
+        run(capture, out, iters=40, every=10, stop_at=25)
+    monkeypatch.undo()
+    (where,) = rescue.iterdir()
+    assert read_checkpoint(where)["step"] == 25
+    import shutil
+
+    shutil.rmtree(out / "checkpoints")
+    shutil.copytree(where / "checkpoints", out / "checkpoints")
+    calls = []
+    res = run(capture, out, iters=40, every=10, resume=True, on_step=lambda step, *a: calls.append(step))
+    assert res.steps == 40 and calls[0] == 26 and (out / "scene.json").is_file()
