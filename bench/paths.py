@@ -7,7 +7,7 @@ For each scene folder (made by `scene4d reconstruct clip.mp4`), in one run:
 
 * renders at the input cameras (the capture's train + test views, up to --inputs of them, evenly
   over time, each at its own time): the reference;
-* renders along the default path and the paths built from the input cameras (spiral, arc,
+* renders along the default path and the paths built from the input cameras (spiral, track, arc,
   smooth; --frames each) and, for contrast, the orbit around the scene's bounds that `render`
   used to default to;
 * coverage = fraction of pixels with alpha >= 0.5; sharpness = variance of the Laplacian of the
@@ -48,7 +48,7 @@ from renderers import rasterize  # noqa: E402
 
 GEN = dict(size=(320, 240), n_frames=60, dynamic_fraction=0.1, seed=1)
 """The generated clip: as bench/reconstruct.py --handheld."""
-PATHS = ("default", "spiral", "arc", "smooth", "orbit")
+PATHS = ("default", "spiral", "track", "arc", "smooth", "orbit")
 COVER_ALPHA = 0.5
 
 
@@ -169,10 +169,10 @@ def bench_scene(folder: Path, args, truth_render=None, truth_w2c=None):
           f"{1:>8.3f} {'':>8}")
     rows, renders = {}, {}
     for name, plan in plans.items():
-        if name == "spiral" and plans["default"].name == "spiral":
+        if name != "default" and plans["default"].name == name:
             rows[name] = rows["default"]  # the same cameras
             renders[name] = renders["default"]
-            label = "spiral (= default)"
+            label = f"{name} (= default)"
         else:
             cams = plan.cameras
             if name == "smooth":
@@ -242,8 +242,8 @@ def truth_psnr(folder, scene, inputs, test, renders, plans, rig, truth_render, t
     for label, kw in variants.items():
         cams = plan_path(kw.pop("path"), scene, train_cameras=inputs, frames=len(renders["default"][0]), **kw).cameras
         renders[label] = (cams, render_all(scene, cams, bg))
-    for name in ("default", "spiral", "arc", "smooth", *variants):
-        if name == "spiral" and plans["default"].name == "spiral":
+    for name in ("default", "spiral", "track", "arc", "smooth", *variants):
+        if name != "default" and plans["default"].name == name:
             out["paths"][name] = out["paths"]["default"]
             continue
         cams, rends = renders[name]

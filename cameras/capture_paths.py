@@ -10,6 +10,8 @@ here are derived from the input cameras and stay in the region they saw:
   forward-facing or 360 degrees (and why), the focus point, the spread of the input centres, and
   the angles and distances the inputs see the focus point from;
 * :func:`input_spiral`: LLFF's spiral around the mean input camera, within the input spread;
+* :func:`tracking_spiral`: a spiral around the stabilised input trajectory at each frame's time, so
+  every moment is shown from near where the camera saw it (a monocular clip's sharpest views);
 * :func:`input_arc`: a bullet-time sweep around the focus point over the captured range of angles
   and a bit beyond;
 * :func:`stabilized`: the input trajectory itself, positions and rotations low-passed, same timing;
@@ -43,6 +45,7 @@ __all__ = [
     "capture_rig",
     "llff_focus_depth",
     "input_spiral",
+    "tracking_spiral",
     "input_arc",
     "stabilized",
     "seen_region",
@@ -487,6 +490,103 @@ def input_spiral(
     w2c = look_at(eyes, rig.focus.expand_as(eyes), rig.average_up.expand_as(eyes))
     Kn, w, h = _intrinsics(rig, n, K, width, height)
     return _finish(w2c, Kn, w, h, schedule_times(time, n, dtype=_F64), dtype)
+
+
+TRACKING_RADIUS = 0.5
+"""The tracking spiral's half-widths as a fraction of the input spread's."""
+
+
+def _trajectory_at(smooth: Cameras, times: Tensor) -> tuple[Tensor, Tensor]:
+    """(centres (N, 3), camera-to-world rotations (N, 3, 3)) of the time-ordered trajectory
+    ``smooth`` at ``times``: linear between the two inputs around each time (rotations along the
+    geodesic), held before the first and after the last."""
+    w2c = smooth.world_to_camera.to(_F64)
+    Rc2w = w2c[:, :3, :3].transpose(1, 2)
+    c = -(Rc2w @ w2c[:, :3, 3:])[..., 0]
+    if len(smooth) == 1:
+        return c.expand(len(times), 3).clone(), Rc2w.expand(len(times), 3, 3).clone()
+    ts = smooth.times.reshape(-1).to(_F64)
+    hi = torch.searchsorted(ts.contiguous(), times.contiguous()).clamp(1, len(ts) - 1)
+    lo = hi - 1
+    gap = (ts[hi] - ts[lo]).clamp_min(1e-12)
+    a = ((times - ts[lo]) / gap).clamp(0.0, 1.0)
+    centres = c[lo] * (1 - a[:, None]) + c[hi] * a[:, None]
+    rel = _so3_log(Rc2w[lo].transpose(1, 2) @ Rc2w[hi])  # (N, 3)
+    R = Rc2w[lo] @ _so3_exp(rel * a[:, None])
+    return centres, R
+
+
+def tracking_spiral(
+    rig: CaptureRig,
+    n_frames: int,
+    *,
+    radius: float = TRACKING_RADIUS,
+    rotations: float = 2.0,
+    z_rate: float = 0.5,
+    extrapolate: float = 1.0,
+    time: TimeSpec = "play",
+    sigma: float = 0.05,
+    K: Optional[Tensor] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    dtype: torch.dtype = torch.float32,
+) -> Cameras:
+    """A spiral around the stabilised input trajectory (:func:`stabilized`) at each frame's time.
+
+    A monocular clip shows each moment from one place, and a scene fitted to it is sharpest near
+    where the camera was at that moment: :func:`input_spiral` circles the *mean* input camera, so
+    it shows the start of a sideways clip from its far end (3-5 dB below the held-out frames on a
+    clip with known geometry). Here frame i, at time ``t_i``, circles the stabilised camera of time
+    ``t_i``: at ``p(t_i) + R(t_i) (cos theta hx, sin theta hy, sin(z_rate theta) hz)`` with
+    ``theta = 2 pi rotations i / N`` and ``h`` the input spread's half-widths (:meth:`CaptureRig.spread`)
+    times ``radius`` and ``extrapolate``, looking at the point the stabilised camera looks at
+    ``focus_depth`` ahead, rolled by its up. With a frozen time it circles the camera of that moment.
+    Where a frame would leave the region the inputs saw (:func:`seen_region`; near the ends of a
+    clip) its circle is shrunk, down to the trajectory itself, unless ``extrapolate`` > 1.
+
+    Args:
+        rig: from :func:`capture_rig` (its inputs carry times; without, they play evenly).
+        radius: the spiral's size as a fraction of the input spread (0.5 by default).
+        sigma: the stabilisation kernel (see :func:`stabilized`).
+        K, width, height, time, rotations, z_rate, extrapolate: as :func:`input_spiral`.
+    """
+    fn = "tracking_spiral"
+    n = _check_n_frames(n_frames, fn)
+    X = _extrapolate(extrapolate, fn)
+    r = float(radius)
+    if not math.isfinite(r) or r < 0:
+        raise ValueError(f"{fn}: radius must be a number >= 0, got {radius!r}")
+    rot = float(rotations)
+    if not math.isfinite(rot) or rot == 0:
+        raise ValueError(f"{fn}: rotations must be a non-zero number, got {rotations!r}")
+    times = schedule_times(time, n, dtype=_F64)
+    smooth = stabilized(rig, sigma=sigma, dtype=_F64)
+    centres, R = _trajectory_at(smooth, times)
+    _, half = rig.spread(X)
+    half = half * r
+    theta = 2 * math.pi * rot * torch.arange(n, dtype=_F64) / n
+    local = torch.stack([torch.cos(theta) * half[0], torch.sin(theta) * half[1],
+                         torch.sin(float(z_rate) * theta) * half[2]], -1)
+    offsets = (R @ local[..., None])[..., 0]
+    targets = centres + R[:, :, 2] * rig.focus_depth
+    Kn, w, h = _intrinsics(rig, n, K, width, height)
+
+    def cams_with(scale: Tensor) -> Cameras:
+        eyes = centres + offsets * scale[:, None]
+        return _finish(look_at(eyes, targets, -R[:, :, 1]), Kn, w, h, times, _F64)
+
+    scale = torch.ones(n, dtype=_F64)
+    cams = cams_with(scale)
+    if X <= 1.0:
+        # near the ends of the clip a full circle would leave the region the inputs saw: shrink it
+        # there (the stabilised trajectory itself is inside); extrapolate > 1 asks to go beyond
+        for f in (0.75, 0.5, 0.25, 0.0):
+            out = ~seen_region(rig, cams).inside
+            if not bool(out.any()):
+                break
+            scale = torch.where(out, torch.full_like(scale, f), scale)
+            cams = cams_with(scale)
+    return cams.to(dtype=dtype)
 
 
 def arc_range(rig: CaptureRig, extrapolate: float = 1.0, beyond: float = ARC_BEYOND) -> tuple[float, float]:

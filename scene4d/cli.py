@@ -107,10 +107,11 @@ def render(
     Args:
         scene: a scene folder (from scene4d reconstruct) or a 3DGS .ply file.
         path: the camera path (default: an orbit for a 360 capture or a scene without input
-            cameras, a spiral for a forward-facing capture such as a phone clip; the choice is
+            cameras, track for a forward-facing capture such as a phone clip; the choice is
             printed). Built from the input cameras: spiral (a forward-facing capture's: around the
-            mean input camera within their spread, looking at the focus point), smooth (the input
-            trajectory stabilised, same timing), arc (bullet time: a sweep around the focus point
+            mean input camera within their spread, looking at the focus point), track (a spiral
+            around the stabilised input trajectory at each frame's time: each moment seen from near
+            where the camera saw it), smooth (the input trajectory stabilised, same timing), arc (bullet time: a sweep around the focus point
             over the captured angles, a bit beyond; time frozen at 0.5 unless --time says). Around
             the scene's bounds: orbit, dolly (dolly-zoom; a forward-facing capture's runs back from
             the mean input camera), spiral (of a .ply or a 360 capture). Or train, test (the input

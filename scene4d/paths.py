@@ -6,11 +6,14 @@ them :func:`scene_rig` builds a :class:`cameras.CaptureRig` (average pose, up, f
 360, focus point, spread); the focus depth of a forward-facing capture comes from the scene's own
 depth along the mean view, as LLFF takes it from its sparse points (:func:`depth_range`). Then:
 
-* no ``--path``: an orbit for a 360 capture (and for a .ply or a scene without cameras), a spiral
-  for a forward-facing one; :class:`PathPlan.note` says which and why;
+* no ``--path``: an orbit for a 360 capture (and for a .ply or a scene without cameras), the
+  tracking spiral (``track``) for a forward-facing one; :class:`PathPlan.note` says which and why;
 * ``spiral``: forward-facing, LLFF's spiral around the mean input camera within the input spread
   (:func:`cameras.input_spiral`); otherwise the spiral around the scene's bounds;
 * ``smooth``: the input trajectory stabilised, same timing (:func:`cameras.stabilized`);
+* ``track``: a spiral around that stabilised trajectory at each frame's time, half the input
+  spread wide (:func:`cameras.tracking_spiral`): every moment seen from near where the camera saw
+  it, which is where a monocular fit is sharp;
 * ``arc``: bullet time around the focus point across the captured angles (:func:`cameras.input_arc`);
 * ``orbit`` / ``dolly``: around the scene's bounds as always, with the capture's up; a
   forward-facing capture's dolly runs back from the mean input camera along its view;
@@ -45,13 +48,14 @@ from cameras import (
     seen_region,
     spiral,
     stabilized,
+    tracking_spiral,
 )
-from cameras.capture_paths import FORWARD_FACING, arc_range
+from cameras.capture_paths import FORWARD_FACING, TRACKING_RADIUS, arc_range
 
 from .render import UP, SceneLike, UsageError, fit_size
 
-NAMED = ("orbit", "spiral", "dolly", "arc", "smooth", "train", "test")
-FROM_INPUTS = ("arc", "smooth")
+NAMED = ("orbit", "spiral", "track", "dolly", "arc", "smooth", "train", "test")
+FROM_INPUTS = ("arc", "smooth", "track")
 """Paths that exist only where the scene has input cameras."""
 DEFAULT_FRAMES = 120
 DEFAULT_SIZE = (640, 480)
@@ -174,7 +178,7 @@ def plan_path(
     """Build the cameras of ``path`` (None: the default for the capture) for ``scene``.
 
     Args:
-        path: None, orbit, spiral, dolly, arc, smooth, train, test or a camera_path.json.
+        path: None, orbit, spiral, track, dolly, arc, smooth, train, test or a camera_path.json.
         frames: frames of a generated path; None: 120, and the input count for ``smooth``.
         size: (width, height); None: the input cameras' size for paths built from them (spiral
             and dolly of a forward-facing capture, arc, smooth) and for train/test, a camera path
@@ -196,7 +200,7 @@ def plan_path(
     low = None if name is None else name.lower()
     is_file = low is not None and low not in NAMED
     if is_file and Path(name).suffix.lower() != ".json":
-        raise UsageError(f"--path must be orbit, spiral, dolly, arc, smooth, train, test or a camera_path.json; "
+        raise UsageError(f"--path must be orbit, spiral, track, dolly, arc, smooth, train, test or a camera_path.json; "
                          f"got {path!r}")
     if low in FROM_INPUTS and inputs is None:
         raise UsageError(f"--path {low} is built from the capture's input cameras, and this scene has none (a .ply "
@@ -211,7 +215,7 @@ def plan_path(
     if inputs is not None and low not in ("train", "test"):
         rig, focus_how = scene_rig(scene, inputs, up=up_vec)
     forward = rig is not None and rig.kind == FORWARD_FACING
-    scales = rig is not None and (low == "arc" or (forward and low in ("spiral", "dolly", None)))
+    scales = rig is not None and (low in ("arc", "track") or (forward and low in ("spiral", "dolly", None)))
     if extrapolate is not None and not scales:
         if inputs is None:
             raise UsageError("--extrapolate scales paths built from the input cameras, and this scene has none (a "
@@ -226,13 +230,15 @@ def plan_path(
             low = "orbit"
             note = "path: orbit (the default: the scene has no input cameras to build a path from)"
         elif rig.kind == FORWARD_FACING:
-            low = "spiral"
-            note = (f"path: spiral, the default for a forward-facing capture ({len(rig.inputs)} input cameras; "
-                    f"{rig.reason}); a 360 capture gets an orbit")
+            low = "track"
+            note = (f"path: track, the default for a forward-facing capture ({len(rig.inputs)} input cameras; "
+                    f"{rig.reason}): a spiral that follows the input camera, so each moment is seen from near "
+                    "where it was filmed; --path spiral circles the mean input camera instead; a 360 capture "
+                    "gets an orbit")
         else:
             low = "orbit"
             note = (f"path: orbit, the default for a 360 capture ({len(rig.inputs)} input cameras; {rig.reason}); "
-                    "a forward-facing capture gets a spiral")
+                    "a forward-facing capture gets a spiral that follows its camera (track)")
 
     n = DEFAULT_FRAMES if frames is None else int(frames)
     if up_vec is not None:
@@ -251,7 +257,7 @@ def plan_path(
         what = f"the {low} path" if low in NAMED else f"the camera path {Path(name).name}"
         warning = seen_region(rig, cams).summary(what)
         if warning and low in ("orbit", "dolly") and forward:
-            warning += "; for this forward-facing capture try --path spiral, arc or smooth"
+            warning += "; for this forward-facing capture try --path track, spiral, arc or smooth"
         elif warning and scales:
             warning += f" (--extrapolate {X:g}; lower it to stay nearer the inputs)"
     return PathPlan(cams, low if low in NAMED else name, note, warning, rig)
@@ -300,6 +306,12 @@ def _build(low, name, scene, rig, *, n, frames, size, time, fov_deg, elevation_d
         t = "" if time else "; time frozen at 0.5 (--time freeze:T to choose)"
         return cams, (f"arc: {sweep:.0f} deg around the focus point ({focus_how}), the {rig.az_length:.0f} deg the "
                       f"input cameras cover widened 15 % x extrapolate {X:g}{t}")
+    if low == "track":
+        _, half = rig.spread(X * TRACKING_RADIUS)
+        cams = _sized(tracking_spiral(rig, n, extrapolate=X, time=time or "play"), size, fov_deg)
+        return cams, (f"track: a spiral around the stabilised input trajectory at each frame's time (half-widths "
+                      f"{half[0]:.3g} x {half[1]:.3g} x {half[2]:.3g}: {TRACKING_RADIUS:g} x the input spread x "
+                      f"extrapolate {X:g}), looking {rig.focus_depth:.3g} ahead ({focus_how})")
     if low == "spiral" and forward:
         mid, half = rig.spread(X)
         cams = _sized(input_spiral(rig, n, extrapolate=X, time=time or "play"), size, fov_deg)

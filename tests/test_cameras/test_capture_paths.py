@@ -17,6 +17,7 @@ from cameras import (
     orbit,
     seen_region,
     stabilized,
+    tracking_spiral,
 )
 from cameras.capture_paths import FORWARD_FACING, FULL_360, _so3_exp, _so3_log, arc_range
 
@@ -174,6 +175,47 @@ def test_extrapolate_scales_the_spread():
     assert region.n_outside > 0 and "leave the region the input cameras saw" in region.summary()
     with pytest.raises(ValueError, match="extrapolate must be a positive"):
         input_spiral(rig, 10, extrapolate=0.0)
+
+
+def test_tracking_spiral_circles_the_camera_of_each_moment():
+    """Frame i (time t_i) circles where the stabilised input camera was at t_i, within radius x the
+    spread, looking at what that camera looked at; radius 0 is the stabilised trajectory itself; a
+    frozen time circles one moment's camera."""
+    cams, eye, _ = forward_cameras(40)
+    rig = capture_rig(cams, focus_depth=3.0)
+    _, half = rig.spread()
+    tr = tracking_spiral(rig, 60, dtype=F64)
+    assert len(tr) == 60 and torch.allclose(tr.times, torch.linspace(0, 1, 60, dtype=F64))
+    truth_at = lambda t: torch.stack([-0.5 + t, 0.05 * torch.sin(2 * math.pi * t),  # noqa: E731
+                                      0.04 * torch.cos(2 * math.pi * t)], -1)
+    off = tr.centers - truth_at(tr.times)
+    # the steady walk is its own stabilised trajectory: offsets stay within the spiral's half-widths
+    # (in the camera's frame, which here is the average pose's up to the pan)
+    assert float(off.norm(dim=-1).max()) <= float((0.5 * half).norm()) * 1.05
+    assert float(off[:, 0].abs().max()) > 0.4 * float(half[0])  # it does circle, not sit on the path
+    # the sideways walk spans 1.0: the mean-camera spiral shows t = 0 from up to ~0.9 away, this one
+    # from at most half the spread
+    far = (input_spiral(rig, 60, dtype=F64).centers - truth_at(tr.times)).norm(dim=-1).max()
+    assert float(far) > 2 * float(off.norm(dim=-1).max())
+    # it looks where the input camera of that moment looked: 3 ahead, at the subject
+    assert centre_pixel_error(tr, torch.tensor([0.0, 3.0, 0.0], dtype=F64)) < 0.1 * W
+    zero = tracking_spiral(rig, 40, radius=0.0, dtype=F64)  # 40 frames at the 40 inputs' times
+    steady = stabilized(rig, dtype=F64)
+    assert torch.allclose(zero.centers, steady.centers, atol=1e-9)
+    assert torch.allclose(zero.world_to_camera, steady.world_to_camera, atol=1e-6)
+    frozen = tracking_spiral(rig, 30, time="freeze:0.25", dtype=F64)
+    assert bool((frozen.times == 0.25).all())
+    assert float((frozen.centers - truth_at(torch.tensor(0.25, dtype=F64))).norm(dim=-1).max()) <= \
+        float((0.5 * half).norm()) * 1.05
+    assert seen_region(rig, tr).n_outside == 0
+    # a circle too wide for the ends of the clip is shrunk there, not sent where no input was
+    wide = tracking_spiral(rig, 60, radius=3.0, dtype=F64)
+    assert seen_region(rig, wide).n_outside == 0
+    shrunk = (wide.centers - tracking_spiral(rig, 60, radius=0.0, dtype=F64).centers).norm(dim=-1)
+    assert float(shrunk.max()) > 3 * float(shrunk.min())  # full circles in the middle, smaller at the ends
+    assert seen_region(rig, tracking_spiral(rig, 60, radius=3.0, extrapolate=1.5, dtype=F64)).n_outside > 0
+    with pytest.raises(ValueError, match="radius must be a number >= 0"):
+        tracking_spiral(rig, 10, radius=-1.0)
 
 
 # --------------------------------------------------------------------------- arc

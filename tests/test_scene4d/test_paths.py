@@ -84,28 +84,32 @@ def same(a: Cameras, b: Cameras, atol: float = 1e-5) -> bool:
 
 
 # --------------------------------------------------------------------------- the default path
-def test_forward_facing_scene_defaults_to_a_spiral_around_the_mean_camera(handheld, capsys):
-    from cameras import read_camera_path
+def test_forward_facing_scene_defaults_to_a_spiral_that_follows_the_input_camera(handheld, capsys):
+    from cameras import read_camera_path, tracking_spiral
 
     assert main(["render", str(handheld), "--frames", "3", "--threads", "1",
                  "--write-path", str(handheld / "default.json"), "--out", str(handheld / "d.mp4")]) == 0
     said = capsys.readouterr()
-    assert "path: spiral, the default for a forward-facing capture (16 input cameras; the viewing directions" in said.out
+    assert "path: track, the default for a forward-facing capture (16 input cameras; the viewing directions" in said.out
+    assert "a spiral that follows the input camera" in said.out
     assert "LLFF focus from the scene's depth along the mean view" in said.out
     assert "warning" not in said.err
     from scene4d.media import read_video
 
     assert read_video(handheld / "d.mp4").shape == (3, H, W, 3)  # the input cameras' size
     cams = read_camera_path(handheld / "default.json")
-    assert same(cams, path_of(handheld, "spiral", frames=3))
+    assert same(cams, path_of(handheld, "track", frames=3))
     # the focus is the wall: LLFF's rule on the rendered depth along the mean view (3 +- the tilt)
     scene, train, test = load_scene(handheld)
     from scene4d.paths import input_cameras, scene_rig
 
     rig, how = scene_rig(scene, input_cameras(train, test))
     assert rig.focus_depth == pytest.approx(WALL_DEPTH, rel=0.03) and "depth along the mean view" in how
-    ref = input_spiral(capture_rig(input_cameras(train, test), focus_depth=rig.focus_depth), 3)
+    ref = tracking_spiral(capture_rig(input_cameras(train, test), focus_depth=rig.focus_depth), 3)
     assert same(cams, ref)
+    # --path spiral is LLFF's around the mean input camera
+    ref = input_spiral(capture_rig(input_cameras(train, test), focus_depth=rig.focus_depth), 3)
+    assert same(path_of(handheld, "spiral", frames=3), ref)
 
 
 def test_360_capture_keeps_its_orbit(dnerf, capsys):
@@ -142,6 +146,19 @@ def test_smooth_has_the_input_timing(handheld):
     assert len(path_of(handheld, "smooth", frames=7)) == 7
 
 
+def test_track_circles_each_moments_input_camera(handheld, capsys):
+    from cameras import tracking_spiral
+    from scene4d.paths import input_cameras, scene_rig
+
+    scene, train, test = load_scene(handheld)
+    rig, _ = scene_rig(scene, input_cameras(train, test))
+    assert same(path_of(handheld, "track", frames=9), tracking_spiral(rig, 9))
+    assert same(path_of(handheld, "track", frames=9, extrapolate=2.0), tracking_spiral(rig, 9, extrapolate=2.0))
+    assert main(["render", str(handheld), "--path", "track", "--frames", "2", "--threads", "1",
+                 "--out", str(handheld / "track.mp4")]) == 0
+    assert "track: a spiral around the stabilised input trajectory at each frame's time" in capsys.readouterr().out
+
+
 def test_arc_freezes_time_unless_told(handheld):
     assert torch.equal(path_of(handheld, "arc", frames=5).times, torch.full((5,), 0.5))
     assert torch.allclose(path_of(handheld, "arc", frames=5, time="play").times, torch.linspace(0, 1, 5))
@@ -149,7 +166,7 @@ def test_arc_freezes_time_unless_told(handheld):
 
 
 def test_write_path_round_trips_through_path_file(handheld, capsys):
-    for name in ("spiral", "arc", "smooth", "orbit"):
+    for name in ("spiral", "track", "arc", "smooth", "orbit"):
         p = handheld / f"{name}.json"
         assert main(["render", str(handheld), "--path", name, "--frames", "6", "--write-path", str(p)]) == 0
         out = capsys.readouterr().out
@@ -175,7 +192,7 @@ def test_orbit_of_a_forward_facing_scene_warns(handheld, capsys):
                  "--write-path", str(handheld / "o.json")]) == 0
     said = capsys.readouterr()
     assert "orbit around the scene's bounds, up +z (the input cameras')" in said.out
-    assert "warning:" in said.err and "for this forward-facing capture try --path spiral, arc or smooth" in said.err
+    assert "warning:" in said.err and "for this forward-facing capture try --path track, spiral, arc or smooth" in said.err
 
 
 # --------------------------------------------------------------------------- one-line errors
@@ -191,7 +208,8 @@ def test_orbit_of_a_forward_facing_scene_warns(handheld, capsys):
         ("handheld", ["--path", "smooth", "--extrapolate", "2"], "it does not apply to smooth"),
         ("dnerf", ["--extrapolate", "2"], "it does not apply to the default orbit of this 360 capture"),
         ("handheld", ["--write-path", "p.txt"], "--write-path p.txt: a camera path is a .json file"),
-        ("handheld", ["--path", "spiral.txt"], "--path must be orbit, spiral, dolly, arc, smooth, train, test"),
+        ("handheld", ["--path", "spiral.txt"], "--path must be orbit, spiral, track, dolly, arc, smooth, train, test"),
+        ("ply", ["--path", "track"], "--path track is built from the capture's input cameras, and this scene has none"),
         ("handheld", ["--up", "sideways"], "--up must be one of"),
     ],
 )
