@@ -113,13 +113,17 @@ class Cameras:
     def __getitem__(self, idx) -> "Cameras":
         if isinstance(idx, int):
             idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
-        return Cameras(
-            K=self.K[idx],
-            world_to_camera=self.world_to_camera[idx],
-            width=self.width,
-            height=self.height,
-            times=None if self.times is None else self.times[idx],
-        )
+        K, w2c = self.K[idx], self.world_to_camera[idx]
+        if K.ndim != 3 or w2c.ndim != 3 or K.shape[0] != w2c.shape[0]:
+            raise CameraError(f"Cameras[{idx!r}]: an index must select cameras (got K {tuple(K.shape)}, "
+                              f"world_to_camera {tuple(w2c.shape)})")
+        # a selection of validated cameras is valid: no second check (a training step indexes its
+        # cameras every step, and the check's determinants cost ~2 % of a CPU step)
+        sub = object.__new__(Cameras)
+        for name, v in (("K", K), ("world_to_camera", w2c), ("width", self.width), ("height", self.height),
+                        ("times", None if self.times is None else self.times[idx])):
+            object.__setattr__(sub, name, v)
+        return sub
 
     @property
     def device(self) -> torch.device:

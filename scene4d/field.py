@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -266,13 +266,13 @@ class Scene4D(nn.Module):
             if f is not None:
                 f.hold_after(t)
 
-    def regularizers(self) -> Dict[str, Tensor]:
+    def regularizers(self, skip: AbstractSet[str] = frozenset()) -> Dict[str, Tensor]:
         """Every field's named regularisers, summed by name over entities; each term is computed
-        within one entity's field (never across two)."""
+        within one entity's field (never across two). ``skip``: names not to compute (weighted 0)."""
         out: Dict[str, Tensor] = {}
         for f in self.fields:
             if f is not None:
-                for k, v in f.regularizers().items():
+                for k, v in f.regularizers(skip).items():
                     out[k] = v if k not in out else out[k] + v
         return out
 

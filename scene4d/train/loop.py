@@ -175,7 +175,9 @@ def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, prov
             ctx = StepContext(scene, step, plan, getattr(objective, "generator", None), render)
             terms = dict(objective.losses(ctx))
             if plan.deform and plan.train_deformation:
-                for k, v in scene.regularizers().items():
+                # regularisers the objective weighs 0 are not computed at all (weighted_sum drops them)
+                unweighted = {k for k, w in objective.weights.items() if float(w) == 0.0}
+                for k, v in scene.regularizers(unweighted).items():
                     if k in terms:
                         raise KeyError(f"the objective's loss term {k!r} has the name of a field regulariser")
                     terms[k] = v

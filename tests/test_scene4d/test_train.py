@@ -205,6 +205,10 @@ def test_each_entity_moves_only_by_its_own_field():
     own = [f.regularizers() for f in scene.fields]
     torch.testing.assert_close(reg["time_smoothness"], own[0]["time_smoothness"] + own[1]["time_smoothness"])
     assert torch.equal(reg["arap"], own[0]["arap"]) and torch.equal(reg["plane_tv"], own[1]["plane_tv"])
+    # a term the objective weighs 0 is not computed; the others are the same
+    some = scene.regularizers(skip={"arap"})
+    assert "arap" not in some and set(some) == set(reg) - {"arap"}
+    assert all(torch.equal(some[k], reg[k]) for k in some)
     with pytest.raises(ValueError, match="2 entities; use scene.fields"):
         scene.deformation  # noqa: B018
 
