@@ -80,9 +80,11 @@ class VideoWriter:
             # yuv420p needs even sizes; pad by one pixel where needed
             self.stream.width, self.stream.height = w + (w % 2), h + (h % 2)
             self.stream.pix_fmt = "yuv420p"
-            # x264 holds rc-lookahead frames (40 at preset medium: +220 MB at 1080p, reached after ~60
-            # frames); 10 keeps the encoder within 5 % of a 10-frame video's peak at any length
-            self.stream.options = {"crf": str(self.crf), "preset": "medium", "rc-lookahead": "10"}
+            # x264's pipeline holds about rc-lookahead + 10 frames (lookahead 40 at preset medium: +220
+            # MB at 1080p, reached after ~60 frames; 10: +160 MB, after ~20). 5 fills it within the first
+            # 10 frames, so a render's peak is the same for 10 frames or 1000 (bench/render_memory.py);
+            # a shorter mb-tree horizon changes the bit allocation a little (size within ~10 %)
+            self.stream.options = {"crf": str(self.crf), "preset": "medium", "rc-lookahead": "5"}
         if arr.shape[0] != self.stream.height or arr.shape[1] != self.stream.width:
             arr = np.pad(arr, ((0, self.stream.height - h), (0, self.stream.width - w), (0, 0)), mode="edge")
         for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
