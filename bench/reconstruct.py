@@ -111,8 +111,11 @@ def suite(args) -> None:
               f"{r['peak_mb']:>9.0f}{rot:>10}{tag}", flush=True)
     if rows:
         mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+        spins = [r["rotation_deg"] for r in rows if r.get("rotation_deg") is not None]
+        spin = f"{sum(spins) / len(spins):>9.1f}\u00b0" if spins else ""
         print(f"{'mean of ' + str(len(rows)):32s}{mean('psnr'):>8.2f}{mean('ssim'):>8.4f}{mean('seconds'):>9.0f}"
-              f"{mean('gaussians'):>11.0f}{max(r['peak_mb'] for r in rows):>9.0f}  (peak: the largest)", flush=True)
+              f"{mean('gaussians'):>11.0f}{max(r['peak_mb'] for r in rows):>9.0f}{spin:>10}  (peak MB: the largest)",
+              flush=True)
 
 
 def one(args) -> None:

@@ -745,7 +745,7 @@ class SeenRegion:
         parts = []
         if (self.az_beyond > 0).any():
             parts.append(f"up to {float(self.az_beyond.max()):.0f} deg of azimuth beyond the {self.az_length:.0f} deg "
-                         "the inputs cover")
+                         "the inputs see the focus point from")
         if (self.el_beyond > 0).any():
             parts.append(f"up to {float(self.el_beyond.max()):.0f} deg above or below their elevations")
         if (self.dist_out > 0).any():

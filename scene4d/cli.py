@@ -135,9 +135,10 @@ def render(
         radius: camera distance from the scene centre for those (default: frames the whole scene).
         up: world up axis of the scene: +z, -z, +y, -y, +x, -x (default: the input cameras' mean
             up, snapped to an axis within 15 degrees; else scene.json's; else +z).
-        extrapolate: how far spiral, arc and dolly go beyond the input cameras, as a multiple of
-            their spread (default 1: as far as they went; 2 twice as far). A warning says when
-            any path leaves the region the input cameras saw.
+        extrapolate: how far spiral, track, arc and dolly go beyond the input cameras, as a
+            multiple of their spread (default 1: as far as they went; 2 twice as far; track stays
+            inside the region the inputs saw up to 1). A warning says when any path leaves the
+            region the input cameras saw.
         write_path: also save the path as a nerfstudio camera_path.json (to edit, then render with
             --path FILE); with it, the video is rendered only when --out is given.
         background: white, black, grey or R,G,B in [0,1].
@@ -269,6 +270,8 @@ def poses(
     dynamic_pass: bool = True,
     min_registered: float = 1.0,
     vocab_tree: Optional[Path] = None,
+    threads: Optional[int] = None,
+    seed: int = 0,
     verbose: bool = False,
 ) -> None:
     """Camera poses of a handheld clip (pycolmap): writes a nerfstudio transforms.json with times.
@@ -285,15 +288,21 @@ def poses(
         dynamic_pass: find moving objects after a first mapping and re-map without their matches.
         min_registered: fraction of kept frames that must end up in one model (else an error says why).
         vocab_tree: a local COLMAP vocabulary tree file to enable loop detection (nothing is downloaded).
+        threads: CPU threads for pycolmap (default: all). With 1 the result repeats exactly
+            (pycolmap's multi-threaded matching and mapping vary with thread timing).
+        seed: random seed of RANSAC and mapping.
         verbose: show pycolmap's own log.
     """
     from .sfm import poses_command
 
     if not Path(video).exists():
         raise UsageError(f"{video}: no such video, image folder or COLMAP folder")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
     poses_command(video, out, max_frames=max_frames, fps=fps, size=size, masks=masks, overlap=overlap,
                   camera_model=camera_model, dynamic_pass=dynamic_pass, min_registered=min_registered,
-                  loop_detection=vocab_tree is not None, vocab_tree=vocab_tree, verbose=verbose)
+                  loop_detection=vocab_tree is not None, vocab_tree=vocab_tree, verbose=verbose,
+                  num_threads=threads or -1, seed=seed)
 
 
 def reconstruct(
@@ -446,6 +455,8 @@ def reconstruct(
         print(f"scene4d reconstruct: {str(e).replace('reconstruct DATA --out', f'reconstruct {given} --out')}",
               file=sys.stderr)
         raise SystemExit(130)
+    except CheckpointError as e:  # the resume hint names the input as given, not the placeholder
+        raise CheckpointError(str(e).replace("reconstruct DATA --out", f"reconstruct {given} --out")) from None
     finally:
         if watch is not None:
             watch.close()

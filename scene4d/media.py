@@ -154,6 +154,9 @@ def write_image(path: Union[str, Path], img) -> Path:
     tmp = _tmp_beside(path)
     try:
         Image.fromarray(to_uint8(img)).save(tmp, format="PNG" if path.suffix.lower() == ".png" else None)
+        from cameras.io import publish_mode
+
+        publish_mode(tmp, path)  # mkstemp makes 0600; a picture is for sharing like the other outputs
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -191,7 +191,7 @@ def plan_path(
             an axis within 15 degrees), else ``scene_up`` (scene.json), else +z.
         train_cameras, test_cameras: the capture's input cameras (a scene folder's cameras.json).
         fps: resamples a keyframed camera path file at this rate.
-        extrapolate: scales how far spiral, arc and dolly go beyond the input cameras (default 1).
+        extrapolate: scales how far spiral, track, arc and dolly go beyond the input cameras (default 1).
     """
     up_vec = _up_vector(up)
     X = _check_extrapolate(extrapolate)
@@ -221,7 +221,7 @@ def plan_path(
             raise UsageError("--extrapolate scales paths built from the input cameras, and this scene has none (a "
                              ".ply file or a generated scene keeps no cameras.json)")
         raise UsageError(f"--extrapolate scales the paths built from the input cameras (spiral and dolly of a "
-                         f"forward-facing capture, arc); it does not apply to {low or 'the default orbit'}"
+                         f"forward-facing capture, track, arc); it does not apply to {low or 'the default orbit'}"
                          + (" of this 360 capture" if rig is not None and not forward else ""))
 
     note = ""
@@ -304,8 +304,8 @@ def _build(low, name, scene, rig, *, n, frames, size, time, fov_deg, elevation_d
         start, sweep = arc_range(rig, X)
         cams = _sized(input_arc(rig, n, extrapolate=X, time=time or "freeze:0.5"), size, fov_deg)
         t = "" if time else "; time frozen at 0.5 (--time freeze:T to choose)"
-        return cams, (f"arc: {sweep:.0f} deg around the focus point ({focus_how}), the {rig.az_length:.0f} deg the "
-                      f"input cameras cover widened 15 % x extrapolate {X:g}{t}")
+        return cams, (f"arc: {sweep:.0f} deg around the focus point ({focus_how}): the {rig.az_length:.0f} deg of "
+                      f"azimuth the input cameras see it from, widened 15 % x extrapolate {X:g}{t}")
     if low == "track":
         _, half = rig.spread(X * TRACKING_RADIUS)
         cams = _sized(tracking_spiral(rig, n, extrapolate=X, time=time or "play"), size, fov_deg)

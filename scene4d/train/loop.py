@@ -148,17 +148,18 @@ def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, prov
     # the step of the first checkpoint that could not be written (while none could) and why
     unsaved: Dict[str, object] = {"since": None, "why": None}
 
-    def checkpoint(at: int) -> bool:
+    def checkpoint(at: int, last_one: bool = False) -> bool:
         """Write a checkpoint; a disk that fails (read-only, full, gone) is reported once and the run
-        goes on with its state in memory: the next checkpoint tries again."""
+        goes on with its state in memory: the next checkpoint tries again. ``last_one``: the run
+        ends here, and its caller says what became of the state."""
         try:
             state.save(out, cfg, objective, meta)
         except (OSError, CheckpointError) as e:
             unsaved["why"] = _why(e)
-            if unsaved["since"] is None:
+            if unsaved["since"] is None and not last_one:
                 tqdm.write(f"{label}: the checkpoint at step {at} could not be written to {out / 'checkpoints'} "
-                           f"({_why(e)})" + ("; training goes on with its state in memory and tries again at the "
-                                             "next checkpoint" if at < total else ""), file=sys.stderr)
+                           f"({_why(e)}); training goes on with its state in memory and tries again at the next "
+                           "checkpoint", file=sys.stderr)
                 unsaved["since"] = at
             return False
         if unsaved["since"] is not None:
@@ -226,16 +227,18 @@ def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, prov
     hint = resume_command or f"the same command with --resume (--out {out})"
     if step < total:
         try:
-            saved = checkpoint(step)
+            saved = checkpoint(step, last_one=True)
         except Divergence as d:
             raise FitDiverged(_diverged(d, out, objective)) from None
         if not saved:  # the disk failed: the state goes elsewhere rather than nowhere
             where = _rescue(out, lambda d: state.save(d, cfg, objective, meta))
+            ck = out / "checkpoints"
             raise CheckpointError(
-                f"stopped at step {step}/{total}, but the checkpoint could not be written to {out / 'checkpoints'} "
+                f"stopped at step {step}/{total}, but the checkpoint could not be written to {ck} "
                 f"({unsaved['why']}); "
-                + (f"it was written to {where / 'checkpoints'} instead: copy that folder to {out / 'checkpoints'} "
-                   f"once the disk is writable and continue with {hint}" if where else
+                + (f"it was written to {where / 'checkpoints'} instead: once the disk is writable, replace the files "
+                   f"in {ck} with it (rm -rf {ck} && cp -r {where / 'checkpoints'} {ck}) and continue with {hint}"
+                   if where else
                    "nor anywhere else (" + ", ".join(str(b) for b in _rescue_bases()) + "): the state is lost"))
         if interrupted["flag"]:
             raise KeyboardInterrupt(f"stopped at step {step}/{total}; checkpoint saved in {out / 'checkpoints'}. "
@@ -245,7 +248,7 @@ def _fit(scene, objective, out, cfg, *, resume, stop_at, progress, backend, prov
     kept = False
     if step > start_step:  # the finished state is kept as a checkpoint until the scene is safely written
         try:
-            kept = checkpoint(step)
+            kept = checkpoint(step, last_one=True)
         except Divergence as d:
             raise FitDiverged(_diverged(d, out, objective)) from None
     else:

@@ -120,8 +120,11 @@ class OutputLock:
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
             self.held = False
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:  # the disk failed under the run: its lock stays, and the next run on this
+                pass         # host takes over a lock whose process is gone (acquire), so nothing is lost
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()
@@ -214,6 +217,10 @@ def remove_checkpoint(out: Path) -> None:
     if ck.is_dir():
         for p in ck.glob("step-*.safetensors"):
             p.unlink(missing_ok=True)
+        try:
+            ck.rmdir()  # only when empty: nothing else is ever removed
+        except OSError:
+            pass
 
 
 def make_optimizers(scene: Scene4D, cfg: FitConfig):

@@ -160,3 +160,16 @@ def test_help_is_quick_and_flows():
 
     doc = "Do it.\n\n    Args:\n        out: the folder\n            to write.\n        n: steps.\n\n    Returns nothing.\n"
     assert _flow_args(doc) == "Do it.\n\n    Args:\n        out: the folder to write.\n        n: steps.\n\n    Returns nothing."
+
+
+def test_pictures_are_readable_by_others_like_every_output(tmp_path):
+    """write_image goes through a temporary file (mkstemp makes 0600): the PNG gets the mode a plain
+    open would give, as the videos and scene files do."""
+    import os
+
+    from scene4d.media import write_image
+
+    p = write_image(tmp_path / "a.png", np.zeros((4, 4, 3), dtype=np.uint8))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -459,11 +459,22 @@ def test_a_disk_that_turns_read_only_mid_run_loses_nothing(capture, tmp_path, mo
     there, is written to a rescue folder that every command reads; the error names it."""
     from scene4d.io import load_scene
 
+    import errno
+    from pathlib import Path
+
     out, rescue = tmp_path / "s", tmp_path / "rescue"
     monkeypatch.setenv("SCENE4D_RESCUE_DIR", str(rescue))
     calls = []
     _read_only_after(monkeypatch, out, 20, calls)
-    with pytest.raises(CheckpointError) as e:
+    unlink = Path.unlink
+
+    def no_unlink_on_out(self, *a, **k):  # the lock file cannot be removed either on that disk
+        if self.name == ".scene4d.lock":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return unlink(self, *a, **k)
+
+    monkeypatch.setattr(Path, "unlink", no_unlink_on_out)
+    with pytest.raises(CheckpointError) as e:  # not the lock's OSError from releasing it
         run(capture, out, iters=40, every=10)
     assert calls == [10, 20, 30, 40]  # training went on past the failed checkpoint at step 20
     err = capsys.readouterr().err

@@ -54,4 +54,6 @@ def test_poses_command_errors_are_one_line(tmp_path, capsys):
     assert "clip.mp4" in err and "Traceback" not in err
     assert main(["poses", str(tmp_path / "missing.mp4")]) == 2
     assert "no such" in capsys.readouterr().err
+    assert main(["poses", str(bad), "--threads", "0"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "p" / "transforms.json").exists()
