@@ -351,9 +351,6 @@ def _build(low, name, scene, rig, *, n, frames, size, time, fov_deg, elevation_d
         direction = math.cos(el) * e1 + math.sin(el) * u
         cams = dolly_zoom(c, dist, dist * 2.0, n, direction=tuple(direction.tolist()), fov_start_deg=fov,
                           width=w, height=h, up=up, time=t)
-    how = ""
-    if rig is not None:
-        axis = next((k for k, v in UP.items() if k[0] in "+-" and torch.allclose(torch.tensor(v, dtype=torch.float64),
-                                                                               torch.tensor(up, dtype=torch.float64))), None)
-        how = f"{low} around the scene's bounds, up {axis or tuple(round(x, 3) for x in up)} ({up_src})"
-    return cams, how
+    axis = next((k for k, v in UP.items() if k[0] in "+-" and torch.allclose(torch.tensor(v, dtype=torch.float64),
+                                                                           torch.tensor(up, dtype=torch.float64))), None)
+    return cams, f"{low} around the scene's bounds, up {axis or tuple(round(x, 3) for x in up)} ({up_src})"

@@ -221,7 +221,7 @@ def test_existing_output_needs_resume(tiny_capture, tmp_path, capsys):
     assert "ignored: iters 30 (the run's: 12)" in capsys.readouterr().out
     # the finished run leaves no checkpoint that a later --resume could go back to
     assert (tmp_path / "s" / "scene.json").is_file()
-    assert not any((tmp_path / "s" / "checkpoints").iterdir())
+    assert not (tmp_path / "s" / "checkpoints").exists()  # the emptied folder goes too
     # a finished scene is neither overwritten nor "resumed"; the messages say what to do instead
     with pytest.raises(FileExistsError, match="already holds a finished scene; choose another --out"):
         train(cap, tmp_path / "s", tiny_config(iters=12), progress=False)
