@@ -136,11 +136,15 @@ def scene_at(t: Union[float, Tensor], orbiter_turns: float = 0.0) -> Gaussians:
 
     Gaussian i is the same material point at every t (rigidly carried by its object).
     """
-    t = float(t)
     g, labels = _canonical()
+    return _posed(g, labels, object_poses(float(t), orbiter_turns))
+
+
+def _posed(g: Gaussians, labels: Tensor, poses: Sequence[tuple[Tensor, Tensor]]) -> Gaussians:
+    """The canonical objects ``g`` (object ``labels[i]`` for Gaussian i) moved rigidly by their poses."""
     means = torch.empty_like(g.means)
     quats = torch.empty_like(g.quats)
-    for i, (R, T) in enumerate(object_poses(t, orbiter_turns)):
+    for i, (R, T) in enumerate(poses):
         m = labels == i
         means[m] = g.means[m] @ R.T + T
         quats[m] = quat_multiply(rotmat_to_quat_wxyz(R).expand(int(m.sum()), 4), g.quats[m])
@@ -315,12 +319,9 @@ def motion_errors(scene, times=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
 
 
 # --------------------------------------------------------------------------- spinning captures
-def _axis_rotation(axis: Sequence[float], angle: float) -> Tensor:
-    """(3, 3) rotation by ``angle`` (radians) about the unit vector ``axis`` (Rodrigues)."""
-    k = torch.tensor(axis, dtype=torch.float32)
-    k = k / k.norm()
-    K = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return torch.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * (K @ K)
+def _bounding_radius(o: dict) -> float:
+    """Radius of the ball around a :class:`SpinningScene` object's centre that holds it at any turn."""
+    return o["size"] if o["shape"] == "sphere" else o["size"] * math.sqrt(3) / 2
 
 
 HUES = {"red": (0.9, 0.2, 0.15), "orange": (1.0, 0.55, 0.1), "yellow": (1.0, 0.85, 0.3),
@@ -379,8 +380,7 @@ class SpinningScene:
         else:  # pragma: no cover - 1000 draws always find a layout
             raise RuntimeError("SpinningScene: no layout found")
         self.names = tuple(o["name"] for o in objs)
-        radius = [o["size"] if o["shape"] == "sphere" else o["size"] * math.sqrt(3) / 2 for o in objs]
-        self.extents = tuple(r + 0.03 for r in radius)
+        self.extents = tuple(_bounding_radius(o) + 0.03 for o in objs)
         self._canonical: Optional[tuple[Gaussians, Tensor]] = None
 
     def _centre(self, o: dict, t: float) -> Tensor:
@@ -388,7 +388,7 @@ class SpinningScene:
         return s + d * t + torch.tensor([0.0, 0.0, o["sway"] * math.sin(2 * math.pi * t)])
 
     def _fits(self) -> bool:
-        rad = [o["size"] if o["shape"] == "sphere" else o["size"] * math.sqrt(3) / 2 for o in self.objects]
+        rad = [_bounding_radius(o) for o in self.objects]
         for t in torch.linspace(0, 1, 21).tolist():
             cs = [self._centre(o, t) for o in self.objects]
             if any(float(c.norm()) + r > SCENE_RADIUS - 0.05 for c, r in zip(cs, rad)):
@@ -414,17 +414,14 @@ class SpinningScene:
     def poses(self, t: float) -> list[tuple[Tensor, Tensor]]:
         """Rigid pose ``(R, T)`` of each object at time t (a local point x is at ``R @ x + T``)."""
         t = float(t)
-        return [(_axis_rotation(o["axis"], 2 * math.pi * o["turns"] * t), self._centre(o, t)) for o in self.objects]
+        import roma
+
+        return [(roma.rotvec_to_rotmat(torch.tensor(o["axis"]) * (2 * math.pi * o["turns"] * t)), self._centre(o, t))
+                for o in self.objects]
 
     def at(self, t: float) -> Gaussians:
         """The ground-truth Gaussians (float32, SH degree 0) at time t."""
-        g, labels = self.canonical()
-        means, quats = torch.empty_like(g.means), torch.empty_like(g.quats)
-        for i, (R, T) in enumerate(self.poses(t)):
-            m = labels == i
-            means[m] = g.means[m] @ R.T + T
-            quats[m] = quat_multiply(rotmat_to_quat_wxyz(R).expand(int(m.sum()), 4), g.quats[m])
-        return Gaussians(means, quats, g.scales.clone(), g.opacities.clone(), g.sh.clone())
+        return _posed(*self.canonical(), self.poses(t))
 
     def describe(self) -> list[str]:
         """One line per object: shape, colours, spin and drift (what the capture's README states)."""
