@@ -11,8 +11,16 @@ turned off, and the wall time.
 ``--toy``: for prompts seen in training and prompts held out (single and two-object), several seeds:
 generated scenes (PSNR / SSIM against the toy world's ground truth at 64 novel (view, time) pairs,
 colour / shape / motion accuracy read by the model-free classifier, deformation-off PSNR, wall
-time). Seen and held-out figures are printed apart, never pooled. Not measured here yet: the
-accuracy of the prior's own samples and the analytic-prior ceiling on toy prompts.
+time). Seen and held-out figures are printed apart, never pooled. With ``--samples``: the accuracy
+of the prior's own samples (four cameras x four times, read by the same classifier). With
+``--ceiling``: the same preset with the analytic prior on the prompt's ground truth
+(``--prior analytic:toy``, guidance 1: a perfect prior; it is also what fitting the ground-truth
+renders at generate's cameras gives). With ``--initial``: the scene before any step (no score
+distillation). With ``--reconstruct``: ``reconstruct`` on a monocular capture of the prompt's
+ground truth, judged the same way.
+
+    python bench/generate.py --toy --samples --no-generate --seeds 2 --threads 1   # the prior alone
+    python bench/generate.py --toy --ceiling --initial --reconstruct --seeds 1 --threads 1  # and bounds
 """
 
 from __future__ import annotations
@@ -66,43 +74,151 @@ def analytic(args) -> dict:
     return rows
 
 
-def toy(args) -> dict:
+def _prompts(args) -> dict:
     from scene4d.generate import toyworld as tw
 
     prompts = {"seen": args.seen or ["a red ball bouncing", "a blue cube spinning", "a yellow cone sliding",
-                                     "a green cylinder circling"],
+                                     "a green cylinder circling", "a purple torus swaying", "a white ball growing",
+                                     "an orange cube still"],
                "held_out": args.held_out or []}
     if not prompts["held_out"]:
         g = torch.Generator().manual_seed(7)
-        while len(prompts["held_out"]) < 3:
+        while len(prompts["held_out"]) < 4:
             s = tw.sample_scene(g, split="held_out", objects=1)
             if s.prompt() not in prompts["held_out"]:
                 prompts["held_out"].append(s.prompt())
-    prompts["two_objects"] = args.pairs or ["a red ball bouncing next to a blue cube"]
+    prompts["two_objects"] = args.pairs or ["a red ball bouncing next to a blue cube",
+                                            "a yellow cylinder spinning next to a purple ball",
+                                            "a green ball bouncing on top of a white cylinder"]
+    for plist in prompts.values():
+        for p in plist:
+            tw.parse_prompt(p)  # a typo in --seen / --held-out fails before any run
+    if args.limit:
+        prompts = {k: v[:args.limit] for k, v in prompts.items()}
+    return prompts
+
+
+def _summary(rows, keys) -> dict:
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in rows if k in r]
+        if vals:
+            out[k] = round(statistics.mean(vals), 3)
+    return out
+
+
+def _attr_means(rows) -> dict:
+    """Mean accuracy per attribute; two-object keys (colour_0, colour_1) are pooled per attribute."""
+    pooled = {}
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("acc_") and isinstance(v, (int, float)):
+                pooled.setdefault(k[4:].split("_")[0], []).append(float(v))
+    return {a: round(statistics.mean(v), 3) for a, v in sorted(pooled.items())}
+
+
+def toy_samples(args, prompts) -> dict:
+    """Accuracy of the prior's own samples (four cameras x four times, one video group per camera)."""
+    from scene4d.generate.priors import load_toy
+    from scene4d.generate.samples import judge_prompt
+
+    prior = load_toy(args.prior)
     out = {}
     for split, plist in prompts.items():
         rows = []
         for p in plist:
-            tw.parse_prompt(p)  # a typo in --seen / --held-out fails before any run
             for seed in range(args.seeds):
-                cfg = load_generate_preset("toy")
-                cfg.seed, cfg.preview_every = seed, 0
-                if args.iters:
-                    cfg.iters = args.iters
-                with tempfile.TemporaryDirectory() as d:
-                    t0 = time.perf_counter()
-                    res = generate(p, Path(d) / "g", cfg, prior=f"toy:{args.prior}" if args.prior else "toy",
-                                   progress=args.progress, video=False)
-                    m = dict(res.metrics, seconds=round(time.perf_counter() - t0, 1), prompt=p, seed=seed)
-                rows.append(m)
-                print(f"[{split}] {p!r} seed {seed}: PSNR {m['psnr']:.2f} dB (deformation off "
-                      f"{m['psnr_deformation_off']:.2f}), " + ", ".join(f"{k[4:]} {v:.2f}" for k, v in m.items()
-                                                                      if k.startswith("acc_")) + f", {m['seconds']:.0f} s")
-        out[split] = {"runs": rows, "mean_psnr": round(statistics.mean(r["psnr"] for r in rows), 2)}
-        for k in sorted({k for r in rows for k in r if k.startswith("acc_")}):
-            out[split][k] = round(statistics.mean(r.get(k, 0.0) for r in rows), 3)
-        print(f"== {split}: mean PSNR {out[split]['mean_psnr']} dB; "
-              + ", ".join(f"{k[4:]} {v:.2f}" for k, v in out[split].items() if k.startswith("acc_")))
+                t0 = time.perf_counter()
+                j = judge_prompt(prior, p, seed, steps=args.sample_steps)
+                rows.append({"prompt": p, "seed": seed, "read_as": j.read_as,
+                             **{f"acc_{k}": v for k, v in j.accuracy.items()},
+                             "seconds": round(time.perf_counter() - t0, 1)})
+                print(f"[samples {split}] {p!r} seed {seed}: read as {j.read_as!r}  "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in j.accuracy.items()), flush=True)
+        out[split] = {"runs": rows, "accuracy": _attr_means(rows)}
+        print(f"== samples {split}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[split]["accuracy"].items()),
+              flush=True)
+    return out
+
+
+def _generate_row(p, seed, args, prior, over=None) -> dict:
+    cfg = load_generate_preset("toy")
+    cfg.seed, cfg.preview_every = seed, 0
+    if args.iters:
+        cfg.iters = args.iters
+    for k, v in (over or {}).items():
+        setattr(cfg, k, v)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        res = generate(p, Path(d) / "g", cfg, prior=prior, progress=args.progress, video=False)
+        return dict(res.metrics, seconds=round(time.perf_counter() - t0, 1), prompt=p, seed=seed)
+
+
+def _initial_row(p, seed) -> dict:
+    """No score distillation at all: the initial scene (a ball of random Gaussians per entity)."""
+    from scene4d.generate import toyworld as tw
+    from scene4d.generate.job import initial_scene, split_entities, toy_attributes, toy_metrics
+
+    cfg = load_generate_preset("toy")
+    cfg.seed = seed
+    torch.manual_seed(seed)
+    scene = initial_scene(cfg, split_entities(p, cfg.entities), (0.0, 0.0, 0.0), 1.0)
+    return dict(toy_metrics(scene, tw.parse_prompt(p), cfg), prompt=p, seed=seed)
+
+
+def _reconstruct_row(p, seed) -> dict:
+    """``reconstruct`` (preset fast) on a monocular capture of the prompt's ground truth (100 train
+    views at evenly spaced times, 128^2), judged at generate's novel cameras and times like a
+    generated scene: what photometric fitting of the truth itself gives."""
+    from scene4d.cli import load_scene, main as cli
+    from scene4d.data.synthetic import _write_capture
+    from scene4d.generate import toyworld as tw
+    from scene4d.generate.job import toy_metrics
+
+    scene = tw.parse_prompt(p)
+    cfg = load_generate_preset("toy")
+    with tempfile.TemporaryDirectory() as d:
+        cap = _write_capture(Path(d) / "capture", scene.at, n_train=100, n_test=8, n_val=0, size=128, seed=seed,
+                             background="white", alpha=False)
+        t0 = time.perf_counter()
+        rc = cli(["reconstruct", str(cap), "--out", str(Path(d) / "fit"), "--preset", "fast", "--threads", "1"])
+        if rc != 0:
+            raise RuntimeError(f"reconstruct on the ground truth of {p!r} failed ({rc})")
+        fitted, _, _ = load_scene(Path(d) / "fit")
+        return dict(toy_metrics(fitted, scene, cfg), prompt=p, seed=seed, seconds=round(time.perf_counter() - t0, 1))
+
+
+def toy(args, prompts) -> dict:
+    """Generated scenes per split; beside them the bounds: the analytic prior on the toy world's own
+    ground truth (the ceiling, same preset and cameras, guidance 1) and no score distillation."""
+    runs = [] if args.no_generate else [
+        ("toy prior", lambda p, s: _generate_row(p, s, args, f"toy:{args.prior}" if args.prior else "toy"))]
+    if args.ceiling:
+        runs.append(("analytic ceiling", lambda p, s: _generate_row(p, s, args, "analytic:toy",
+                                                                  {"guidance": 1.0, "video_guidance": 1.0})))
+    if args.initial:
+        runs.append(("no score distillation", _initial_row))
+    if args.reconstruct:
+        runs.append(("reconstruct on ground truth", _reconstruct_row))
+    out = {}
+    for split, plist in prompts.items():
+        out[split] = {}
+        for name, fn in runs:
+            rows = []
+            for p in plist:
+                for seed in range(args.seeds if name == "toy prior" else 1):
+                    m = fn(p, seed)
+                    rows.append(m)
+                    print(f"[{name} {split}] {p!r} seed {seed}: PSNR {m['psnr']:.2f} dB (deformation off "
+                          f"{m['psnr_deformation_off']:.2f}), " + ", ".join(
+                              f"{k[4:]} {v:.2f}" for k, v in m.items() if k.startswith("acc_"))
+                          + (f", {m['seconds']:.0f} s" if "seconds" in m else ""), flush=True)
+            summ = {"runs": rows, **_summary(rows, ["psnr", "ssim", "psnr_deformation_off", "seconds"]),
+                    "accuracy": _attr_means(rows)}
+            out[split][name] = summ
+            print(f"== {name}, {split}: PSNR {summ['psnr']:.2f} dB, SSIM {summ['ssim']:.3f}, deformation off "
+                  f"{summ['psnr_deformation_off']:.2f} dB; " + ", ".join(f"{k} {v:.2f}" for k, v in summ["accuracy"].items()),
+                  flush=True)
     return out
 
 
@@ -120,6 +236,14 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--samples", action="store_true", help="--toy: also judge the prior's own samples")
+    ap.add_argument("--sample-steps", type=int, default=25, help="ancestral sampling steps per sample")
+    ap.add_argument("--no-generate", action="store_true", help="--toy: skip the toy prior's scenes (the bounds still run)")
+    ap.add_argument("--ceiling", action="store_true", help="--toy: also the analytic prior on the ground truth")
+    ap.add_argument("--initial", action="store_true", help="--toy: also the scene before any step")
+    ap.add_argument("--reconstruct", action="store_true",
+                    help="--toy: also reconstruct (preset fast) on a capture of the ground truth")
+    ap.add_argument("--limit", type=int, default=None, help="--toy: the first N prompts of each split")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args()
     if args.threads:
@@ -128,7 +252,11 @@ def main() -> None:
     if args.analytic:
         res["analytic"] = analytic(args)
     if args.toy:
-        res["toy"] = toy(args)
+        prompts = _prompts(args)
+        if args.samples:
+            res["samples"] = toy_samples(args, prompts)
+        if not args.no_generate or args.ceiling or args.initial or args.reconstruct:
+            res["toy"] = toy(args, prompts)
     if args.out:
         args.out.write_text(json.dumps(res, indent=2) + "\n")
 

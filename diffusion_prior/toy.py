@@ -102,15 +102,19 @@ def trainable_parameters(prior: MultiViewPrior):
 
 def training_loss(prior: MultiViewPrior, images: Tensor, cameras: Tensor, times: Tensor, prompts: Sequence[str],
                   generator: Optional[torch.Generator] = None, *, p_drop_text: float = 0.1,
-                  p_drop_camera: float = 0.1) -> Tensor:
+                  p_drop_camera: float = 0.1, high_t_share: float = 0.0, high_t_from: float = 0.5) -> Tensor:
     """Epsilon-prediction MSE on groups: images (B, G, 3, s, s) in [0, 1], cameras (B, G, 4, 4),
     times (B, G), one prompt per group. One timestep per group (the SDS step noises a group at one
-    timestep too). Dropped texts become the empty prompt, dropped cameras the zero vector; the
+    timestep too; ``high_t_share`` of them from ``[high_t_from, 1) x T``). Dropped texts become the
+    empty prompt, dropped cameras the zero vector; the
     noise and drops come from ``generator`` (on the CPU) so a resumed run draws the same ones."""
     B, G = images.shape[:2]
     dev = prior.device
     T = len(prior.alphas_cumprod)
     t = torch.randint(0, T, (B,), generator=generator)
+    if high_t_share > 0:  # a share of groups from the top of the schedule (no extra draws when off)
+        top = torch.randint(int(high_t_from * T), T, (B,), generator=generator)
+        t = torch.where(torch.rand(B, generator=generator) < high_t_share, top, t)
     noise = torch.randn(images.shape, generator=generator)
     drop_text = torch.rand(B, generator=generator) < p_drop_text
     drop_cam = torch.rand(B, generator=generator) < p_drop_camera

@@ -41,11 +41,12 @@ def generate(
             "a {colour} {shape} {motion}[ next to|on top of a {colour} {shape}[ {motion}]]" (scene4d prior
             info lists the words).
         out: the scene folder to write (then: scene4d render OUT, scene4d export OUT).
-        preset: a generate preset in configs/generate (toy, toy-quality, analytic, sd, mvdream) or a
+        preset: a generate preset in configs/generate (toy, analytic) or a
             preset file (.json).
         iters: total steps (split over the stages as the preset divides them).
         prior: image / multi-view prior: toy (embedded), toy:PATH, analytic:SCENE (targets rendered
-            from a scene folder or .ply), sd:PATH, mvdream:PATH (diffusers folders).
+            from a scene folder or .ply), analytic:toy (a toy prompt's own ground truth: the toy
+            prior's ceiling; use --guidance 1), sd:PATH, mvdream:PATH (diffusers folders).
         video_prior: video prior: zeroscope:PATH, animatediff:SD_PATH,ADAPTER_PATH, svd:PATH (the toy and
             analytic priors are their own video priors).
         image: a reference image (image-to-4D): seen from the front camera at t = 0.
@@ -141,7 +142,7 @@ def prior_sample(
         prior: toy (embedded) or toy:PATH.
         views: cameras (rows), 360/views degrees apart.
         times: scene times (columns), from 0 to 1.
-        steps: DDIM steps.
+        steps: sampling steps (DDIM with eta = 1: ancestral, the clean samples).
         guidance: classifier-free guidance scale.
         seed: random seed.
         size: pixels per cell in the grid (samples are upscaled to it).
@@ -194,12 +195,16 @@ def prior_train_toy(
     seed: int = 0,
     checkpoint_every: int = 1000,
     lr: float = 3e-4,
+    warmup: int = 500,
     chunk_groups: int = 64,
     initial_chunks: int = 8,
     steps_per_chunk: int = 8,
     buffer_chunks: int = 32,
     time_budget: Optional[float] = None,
     init: Optional[Path] = None,
+    high_t_share: float = 0.0,
+    high_t_from: float = 0.5,
+    ema: float = 0.999,
 ) -> None:
     """Train the embedded toy prior on the toy world (data rendered on the fly with fixed seeds).
     Hours on a 2-core CPU: it checkpoints every --checkpoint-every steps and on Ctrl-C/SIGTERM, and
@@ -216,6 +221,7 @@ def prior_train_toy(
         seed: random seed of the data and the model.
         checkpoint_every: steps between checkpoints.
         lr: AdamW learning rate.
+        warmup: steps of linear learning-rate warm-up (then a cosine decay to a tenth at --steps).
         chunk_groups: groups per rendered data chunk.
         initial_chunks: chunks rendered before the first step.
         steps_per_chunk: a new chunk joins the data buffer every this many steps (match it to the
@@ -224,18 +230,30 @@ def prior_train_toy(
         time_budget: seconds: after 300 steps, shorten --steps to end inside this (a lent GPU).
         init: a toy prior folder to start from (e.g. scene4d/assets_data/toy_prior: continue training the
             shipped weights with a fresh optimizer); ignored with --resume.
+        high_t_share: share of groups noised from the top of the schedule (>= --high-t-from x T):
+            where an object is at a time is learned up there (0: uniform, as the shipped run).
+        high_t_from: where the top of the schedule starts, as a fraction.
+        ema: decay of the weights' moving average (the shipped weights are the average); with
+            --init it starts from the init weights at this decay, with no young start.
     """
     import torch
 
-    from ..cli import _at_least, _device
+    from ..cli import UsageError, _at_least, _device
     from .train_toy import ToyTrainConfig, train_toy_prior
 
     _at_least("--steps", steps, 1)
     _at_least("--batch", batch, 1)
+    _at_least("--warmup", warmup, 0)
+    for flag, v in (("--high-t-share", high_t_share), ("--high-t-from", high_t_from)):
+        if not 0 <= v <= 1:
+            raise UsageError(f"{flag} is a fraction in [0, 1], got {v}")
+    if not 0 <= ema < 1:
+        raise UsageError(f"--ema is a decay in [0, 1), got {ema}")
     if threads:
         torch.set_num_threads(threads)
     cfg = ToyTrainConfig(steps=steps, batch=batch, seed=seed, checkpoint_every=checkpoint_every, lr=lr,
-                         chunk_groups=chunk_groups, initial_chunks=initial_chunks, steps_per_chunk=steps_per_chunk,
+                         warmup=warmup, high_t_share=high_t_share, high_t_from=high_t_from, ema=ema,
+                         ema_warmup=init is None, chunk_groups=chunk_groups, initial_chunks=initial_chunks, steps_per_chunk=steps_per_chunk,
                          buffer_chunks=buffer_chunks)
     try:
         res = train_toy_prior(out, cfg, resume=resume, device=_device(device), workers=workers,

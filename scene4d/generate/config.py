@@ -54,6 +54,12 @@ class GenerateConfig:
     t_max_end: float = 0.5
     anneal: str = "sqrt"
     """t_max annealing: none, linear, sqrt (HiFA) or deterministic (DreamGaussian)."""
+    video_t_min: Optional[float] = None
+    video_t_max: Optional[float] = None
+    """Video steps draw their timestep uniformly in [video_t_min, video_t_max], not annealed (None:
+    the image steps' schedule). Where an object is at a time is decided at high noise: below about
+    t = 0.6 the toy prior's clean-image estimate of a noised still clip stays still (measured), so
+    its video steps score motion only up there."""
     weighting: str = "sds"
     grad_clip: Optional[float] = None
     elevation: Tuple[float, float] = (0.0, 30.0)
@@ -112,7 +118,8 @@ class GenerateConfig:
 _RANGES = {"iters": (1, None), "static_share": (0, 1), "refine_share": (0, 1), "canonical_lr_scale": (0, None),
            "refine_lr_scale": (0, None), "size": (8, 1024), "start_size": (0, 1024), "views": (1, 16),
            "frames": (2, 64), "video_prob": (0, 1), "guidance": (0, None), "video_guidance": (0, None),
-           "t_min": (0, 1), "t_max": (0, 1), "t_max_end": (0, 1), "init_points": (1, 10_000_000),
+           "t_min": (0, 1), "t_max": (0, 1), "t_max_end": (0, 1),
+           "video_t_min": (0, 1), "video_t_max": (0, 1), "init_points": (1, 10_000_000),
            "init_radius": (1e-6, None), "init_opacity": (1e-6, 1 - 1e-6), "sh_degree": (0, 3),
            "motion_strength": (0, None), "preview_every": (0, None), "checkpoint_every": (1, None),
            "entities": (1, 2), "seed": (0, None), "threads": (1, None)}
@@ -202,6 +209,10 @@ def check_ranges(cfg: GenerateConfig, where: str) -> None:
         raise PresetError(f"{where}: 'generate.static_share' + 'generate.refine_share' exceed 1")
     if cfg.t_min > cfg.t_max:
         raise PresetError(f"{where}: 'generate.t_min' is above 'generate.t_max'")
+    if (cfg.video_t_min is None) != (cfg.video_t_max is None):
+        raise PresetError(f"{where}: give both 'generate.video_t_min' and 'generate.video_t_max', or neither")
+    if cfg.video_t_min is not None and cfg.video_t_min > cfg.video_t_max:
+        raise PresetError(f"{where}: 'generate.video_t_min' is above 'generate.video_t_max'")
     if cfg.anneal not in ("none", "linear", "sqrt", "deterministic"):
         raise PresetError(f"{where}: 'generate.anneal' is {cfg.anneal!r}; choose none, linear, sqrt or deterministic")
     if cfg.weighting not in ("sds", "uniform", "fantasia3d"):

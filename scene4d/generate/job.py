@@ -158,9 +158,9 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
         configure_cpu_threads(cfg.threads or None)  # never collapses beside a busy process (bench/threads.py)
     elif cfg.threads:
         torch.set_num_threads(cfg.threads)
-    kind, _ = parse_spec(prior, "--prior", ("toy", "analytic", "sd", "mvdream"))
+    kind, prior_path = parse_spec(prior, "--prior", ("toy", "analytic", "sd", "mvdream"))
     toy_scene = None
-    if kind == "toy":
+    if kind == "toy" or (kind == "analytic" and prior_path == "toy"):
         from .toyworld import ToyPromptError, parse_prompt
 
         try:
@@ -173,7 +173,7 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
         image = Path(image)
         if not image.is_file():
             raise GenerateError(f"--image {image}: no such file")
-    img_prior = load_image_prior(prior, device, allow_cpu)
+    img_prior = load_image_prior(prior, device, allow_cpu, toy_scene=toy_scene)
     vid_prior = load_video_prior(video_prior, device, allow_cpu) if video_prior else None
     if vid_prior is None and img_prior.kind in ("multiview", "analytic") and getattr(img_prior, "needs_times", False):
         vid_prior = img_prior  # one model is image, multi-view and video prior (the toy prior; the analytic one)
@@ -185,7 +185,7 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     if vid_prior is None and cfg.static_share < 1:
         print("generate: no video prior: motion is learned from the image / multi-view prior at single times only")
     center, scale = (0.0, 0.0, 0.0), 1.0
-    if kind == "analytic":
+    if kind == "analytic" and toy_scene is None:
         c, r = img_prior.scene.bounds()
         center, scale = tuple(float(v) for v in c), float(r)
         cfg.background = tuple(img_prior.background)

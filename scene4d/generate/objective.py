@@ -67,6 +67,8 @@ class ScoreDistillation:
         self.bounds = (s1, s1 + s2, s1 + s2 + s3)
         self.schedule = TimestepSchedule(t_min=cfg.t_min, t_max=cfg.t_max, anneal=cfg.anneal,
                                          t_max_end=max(cfg.t_min, min(cfg.t_max_end, cfg.t_max)))
+        self.video_schedule = self.schedule if cfg.video_t_min is None else \
+            TimestepSchedule(t_min=cfg.video_t_min, t_max=cfg.video_t_max, anneal="none")
         self.weights = {"sds": 1.0, "sds_video": cfg.motion_strength, "reference": cfg.reference_weight,
                         "reference_alpha": cfg.reference_alpha_weight, "drift": cfg.drift_weight,
                         "arap": cfg.arap_weight, "time_smoothness": cfg.time_smoothness_weight,
@@ -134,7 +136,7 @@ class ScoreDistillation:
             images = torch.stack(frames).permute(0, 3, 1, 2)[None]  # (1, G, 3, H, W)
             w2cs, Ks = w2c.expand(1, G, 4, 4), K.expand(1, G, 3, 3)
             times = torch.tensor([ts])
-            guidance, name = c.video_guidance, "sds_video"
+            guidance, name, schedule = c.video_guidance, "sds_video", self.video_schedule
         else:
             prior, emb, G = self.prior, self.emb, c.views
             t = 0.0 if st == "static" else self._uniform(0.0, 1.0)
@@ -145,9 +147,9 @@ class ScoreDistillation:
             r = ctx.render(t, cam, background=bg)
             images = r.rgb.permute(0, 3, 1, 2)[None]  # (1, G, 3, H, W)
             times = torch.full((1, G), t)
-            guidance, name = c.guidance, "sds"
+            guidance, name, schedule = c.guidance, "sds", self.schedule
         out = prior.sds(images, emb, cameras=w2cs, intrinsics=Ks, times=times, guidance_scale=guidance,
-                        schedule=self.schedule, step_ratio=ratio, weighting=c.weighting, grad_clip=c.grad_clip,
+                        schedule=schedule, step_ratio=ratio, weighting=c.weighting, grad_clip=c.grad_clip,
                         generator=self.generator, want_preview=want_preview)
         terms[name] = out.loss
         if want_preview and out.preview is not None:

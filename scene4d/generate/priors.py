@@ -4,6 +4,8 @@
   made by ``scene4d prior train-toy``); image, multi-view and video prior in one model.
 * ``analytic:SCENE``: the closed-form prior whose targets are renders of ``SCENE`` (a scene folder or
   a 3DGS ``.ply``): the exact test of the machinery, and the ceiling of every evaluation.
+  ``analytic:toy`` takes the toy world's ground truth of the prompt itself as the target (the
+  ceiling of the toy prior: the same preset and cameras, a perfect score).
 * ``sd:PATH``, ``mvdream:PATH`` (image / multi-view), ``zeroscope:PATH``, ``animatediff:SD,ADAPTER``,
   ``svd:PATH`` (video, image-to-video): diffusers folders a user brings (see README).
 """
@@ -82,8 +84,17 @@ class SceneTarget:
         return out
 
 
-def load_analytic(path: str, device="cpu"):
+def load_analytic(path: str, device="cpu", toy_scene=None):
     from diffusion_prior.analytic import AnalyticPrior
+
+    if path == "toy":
+        if toy_scene is None:
+            raise PriorSpecError("--prior analytic:toy needs a prompt of the toy world (scene4d prior info lists it)")
+        prior = AnalyticPrior(SceneTarget(toy_scene, (1.0, 1.0, 1.0), device))  # the toy world's white
+        prior.scene = toy_scene
+        prior.background = (1.0, 1.0, 1.0)
+        prior.toy = True  # framed like the toy prior: the toy preset's cameras, no rescaling
+        return prior
 
     from ..cli import load_scene
 
@@ -103,12 +114,12 @@ def load_analytic(path: str, device="cpu"):
     return prior
 
 
-def load_image_prior(spec: str, device="cpu", allow_cpu: bool = False):
+def load_image_prior(spec: str, device="cpu", allow_cpu: bool = False, toy_scene=None):
     kind, path = parse_spec(spec, "--prior", IMAGE_KINDS)
     if kind == "toy":
         return load_toy(path, device)
     if kind == "analytic":
-        return load_analytic(path, device)
+        return load_analytic(path, device, toy_scene)
     from diffusion_prior import loading
 
     return loading.load_prior({"sd": "image", "mvdream": "multiview"}[kind], path, device=device,

@@ -1200,7 +1200,9 @@ def classify_scene(frames: Tensor, cameras: Cameras, n_objects: int, *,
 
 def attribute_accuracy(scene: ToyScene, classification: Union[Classification, SceneClassification]) -> Dict[str, float]:
     """Per attribute, 1.0 if read right else 0.0: ``colour``, ``shape``, ``motion`` for one
-    object; for two, the same keys suffixed ``_0`` / ``_1`` (prompt order) plus ``relation``."""
+    object; for two, the same keys suffixed ``_0`` / ``_1`` (prompt order) plus ``relation``,
+    ``entity_0`` / ``entity_1`` (that object's colour and motion both right) and ``swapped`` (1.0
+    when each object was read in the other's colour: counted, never an accuracy)."""
     if isinstance(classification, Classification):
         classification = SceneClassification((classification,), None)
     out: Dict[str, float] = {}
@@ -1212,4 +1214,11 @@ def attribute_accuracy(scene: ToyScene, classification: Union[Classification, Sc
             out[attr + sfx] = float(got is not None and getattr(got, attr) == getattr(obj, attr))
     if two:
         out["relation"] = float(classification.relation == scene.relation)
+        got = classification.objects
+        a, b = scene.objects
+        for i in range(2):  # the issue's "each entity gets its own colour and motion"
+            out[f"entity_{i}"] = out[f"colour_{i}"] * out[f"motion_{i}"]
+        # a colour swap: both objects drawn, each in the other's colour
+        out["swapped"] = float(len(got) == 2 and a.colour != b.colour and got[0] is not None and got[1] is not None
+                               and got[0].colour == b.colour and got[1].colour == a.colour)
     return out

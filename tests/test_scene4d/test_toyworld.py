@@ -309,3 +309,40 @@ def test_classify_rejects_bad_input():
         classify(torch.ones(2, 32, 32), cams)
     with pytest.raises(ValueError, match="camera"):
         classify(torch.ones(3, 32, 32, 3), cams)
+
+
+def test_two_object_accuracy_counts_colour_swaps_apart():
+    from scene4d.generate.toyworld import Classification, SceneClassification
+
+    scene = parse_prompt("a red ball bouncing next to a blue cube")
+    right = SceneClassification((Classification("red", "ball", "bouncing"), Classification("blue", "cube", "still")),
+                                "next to")
+    acc = attribute_accuracy(scene, right)
+    assert acc["entity_0"] == acc["entity_1"] == 1 and acc["swapped"] == 0
+    swapped = SceneClassification((Classification("blue", "ball", "bouncing"), Classification("red", "cube", "still")),
+                                  "next to")
+    acc = attribute_accuracy(scene, swapped)
+    assert acc["swapped"] == 1 and acc["colour_0"] == acc["colour_1"] == 0 and acc["entity_0"] == 0
+    # one colour right and the motion wrong: no swap, and that entity is not "its own"
+    half = SceneClassification((Classification("red", "ball", "still"), Classification("red", "cube", "still")),
+                               "next to")
+    acc = attribute_accuracy(scene, half)
+    assert acc["swapped"] == 0 and acc["entity_0"] == 0 and acc["entity_1"] == 0
+
+
+@pytest.mark.parametrize("background", [(1.0, 1.0, 1.0), (0.84, 0.88, 0.87)])
+def test_sample_judge_reads_a_clip_on_its_own_background(background):
+    """Samples are never exactly white behind: the judge reads the background off the border, so a
+    tinted ground-truth clip (as a prior draws it) reads right, and a clip of something else reads
+    wrong."""
+    from scene4d.generate.samples import judge, video_cameras
+
+    cams = video_cameras(32)
+    for prompt in ("a green cylinder circling", "a purple cube bouncing"):
+        scene = parse_prompt(prompt)
+        frames = render_gt(scene, cams, background=background)
+        acc, read = judge(frames, cams, scene)
+        assert acc == {"colour": 1.0, "shape": 1.0, "motion": 1.0}, read
+    other = render_gt(parse_prompt("a yellow cone still"), cams, background=background)
+    acc, read = judge(other, cams, parse_prompt("a purple cube bouncing"))
+    assert acc == {"colour": 0.0, "shape": 0.0, "motion": 0.0}, read

@@ -1,0 +1,85 @@
+"""What a toy prior's own samples show, read by the toy world's model-free classifiers.
+
+A prompt is sampled as a *video* from each of four cameras 90 degrees apart (one group = one camera
+at four times, the layout the video step of ``generate`` scores), so the classifier sees the same
+kind of clip it reads off a generated scene: colour from the hue, shape from the silhouettes at
+known cameras, motion from the centroid track and texture phase. Samples carry no exact background
+(a sampled white is never exactly white), so the clip's background is read from its border.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from cameras import Cameras
+
+from . import toyworld as tw
+
+SAMPLE_TIMES = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
+SAMPLE_AZIMUTHS = (20.0, 110.0, 200.0, 290.0)
+SAMPLE_ELEVATION = 15.0
+
+
+@dataclass
+class SampleJudgement:
+    prompt: str
+    seed: int
+    accuracy: Dict[str, float]
+    read_as: str
+    """What the classifier read, as a prompt-like phrase per object (e.g. ``red ball spinning``)."""
+
+
+def video_cameras(size: int, azimuths: Sequence[float] = SAMPLE_AZIMUTHS,
+                  times: Sequence[float] = SAMPLE_TIMES) -> Cameras:
+    """len(azimuths) x len(times) toy-world cameras, camera-major (each camera's times together)."""
+    az = torch.tensor(azimuths, dtype=torch.float32).repeat_interleave(len(times))
+    ts = torch.tensor(times, dtype=torch.float32).repeat(len(azimuths))
+    return tw.sample_cameras(len(az), size=size, azimuth=az, elevation=SAMPLE_ELEVATION, times=ts)
+
+
+def border_background(frames: Tensor) -> Tuple[float, float, float]:
+    """Median colour of the clip's outermost pixels: (T, H, W, 3) -> (r, g, b)."""
+    border = torch.cat([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], 1).reshape(-1, 3)
+    return tuple(float(v) for v in border.median(0).values)
+
+
+def sample_video(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0,
+                 times: Sequence[float] = SAMPLE_TIMES) -> Tuple[Tensor, Cameras]:
+    """(views * times, s, s, 3) frames in [0, 1] and their cameras: the prior's samples of
+    ``prompt`` as one video group per camera."""
+    G = prior.group_size
+    if len(times) != G:
+        raise ValueError(f"sample_video: the prior's groups hold {G} frames, got {len(times)} times")
+    cams = video_cameras(prior.native_size, times=times)
+    n = len(cams) // G
+    w2c = cams.world_to_camera.reshape(n, G, 4, 4)
+    tt = cams.times.reshape(n, G)
+    with torch.no_grad():
+        imgs = prior.sample(prompt, w2c, tt, steps=steps, guidance_scale=guidance,
+                            generator=torch.Generator().manual_seed(seed))
+    frames = imgs.flatten(0, 1).permute(0, 2, 3, 1).float().clamp(0, 1).cpu()
+    return frames, cams
+
+
+def judge(frames: Tensor, cameras: Cameras, scene: "tw.ToyScene") -> Tuple[Dict[str, float], str]:
+    """Attribute accuracy of a sampled clip of ``scene`` and what it was read as."""
+    bg = border_background(frames)
+    if len(scene.objects) == 1:
+        cls = tw.classify(frames, cameras, background=bg)
+        objs = [cls]
+    else:
+        cls = tw.classify_scene(frames, cameras, len(scene.objects), background=bg)
+        objs = list(cls.objects)
+    read = " / ".join(f"{o.colour} {o.shape} {o.motion}" for o in objs)
+    return tw.attribute_accuracy(scene, cls), read
+
+
+def judge_prompt(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0) -> SampleJudgement:
+    scene = tw.parse_prompt(prompt)
+    frames, cams = sample_video(prior, prompt, seed, steps=steps, guidance=guidance)
+    acc, read = judge(frames, cams, scene)
+    return SampleJudgement(scene.prompt(), seed, acc, read)
