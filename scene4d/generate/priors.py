@@ -5,7 +5,8 @@
 * ``analytic:SCENE``: the closed-form prior whose targets are renders of ``SCENE`` (a scene folder or
   a 3DGS ``.ply``): the exact test of the machinery, and the ceiling of every evaluation.
   ``analytic:toy`` takes the toy world's ground truth of the prompt itself as the target (the
-  ceiling of the toy prior: the same preset and cameras, a perfect score).
+  ceiling of the toy prior: the same preset and cameras, a perfect score; a scene folder that is
+  itself named ``toy`` is ``analytic:./toy``).
 * ``sd:PATH``, ``mvdream:PATH`` (image / multi-view), ``zeroscope:PATH``, ``animatediff:SD,ADAPTER``,
   ``svd:PATH`` (video, image-to-video): diffusers folders a user brings (see README).
 """
@@ -93,7 +94,6 @@ def load_analytic(path: str, device="cpu", toy_scene=None):
         prior = AnalyticPrior(SceneTarget(toy_scene, (1.0, 1.0, 1.0), device))  # the toy world's white
         prior.scene = toy_scene
         prior.background = (1.0, 1.0, 1.0)
-        prior.toy = True  # framed like the toy prior: the toy preset's cameras, no rescaling
         return prior
 
     from ..cli import load_scene
