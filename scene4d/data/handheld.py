@@ -531,9 +531,8 @@ def make_handheld_clip(
 
     from scene4d.media import write_video
 
-    # one thread: the frames' float sums (and so the encoded bytes) otherwise follow the caller's
-    # thread count, and pose recovery on a busy clip differed with them (camera-centre RMS 0.0013
-    # for the one-thread encoding of seed 1 at a third dynamic, 0.052 for the two-thread one)
+    # one thread: the frames' float sums otherwise follow the caller's thread count (the encoded
+    # bytes can still differ between environments: tests that need one exact clip pin a file)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
