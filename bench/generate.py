@@ -157,7 +157,7 @@ def _generate_row(p, seed, args, prior, over=None) -> dict:
 def _initial_row(p, seed) -> dict:
     """No score distillation at all: the initial scene (a ball of random Gaussians per entity)."""
     from scene4d.generate import toyworld as tw
-    from scene4d.generate.job import initial_scene, split_entities, toy_attributes, toy_metrics
+    from scene4d.generate.job import initial_scene, split_entities, toy_metrics
 
     cfg = load_generate_preset("toy")
     cfg.seed = seed

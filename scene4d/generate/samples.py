@@ -36,9 +36,9 @@ class SampleJudgement:
 def video_cameras(size: int, azimuths: Sequence[float] = SAMPLE_AZIMUTHS,
                   times: Sequence[float] = SAMPLE_TIMES) -> Cameras:
     """len(azimuths) x len(times) toy-world cameras, camera-major (each camera's times together)."""
-    az = torch.tensor(azimuths, dtype=torch.float32).repeat_interleave(len(times))
-    ts = torch.tensor(times, dtype=torch.float32).repeat(len(azimuths))
-    return tw.sample_cameras(len(az), size=size, azimuth=az, elevation=SAMPLE_ELEVATION, times=ts)
+    views = tw.camera_from_angles(torch.tensor(azimuths, dtype=torch.float32),
+                                  torch.full((len(azimuths),), SAMPLE_ELEVATION), size=size)
+    return tw.grid_cameras(views, times)
 
 
 def border_background(frames: Tensor) -> Tuple[float, float, float]:
