@@ -16,10 +16,13 @@ of the prior's own samples (four cameras x four times, read by the same classifi
 ``--ceiling``: the same preset with the analytic prior on the prompt's ground truth
 (``--prior analytic:toy``, guidance 1: a perfect prior; it is also what fitting the ground-truth
 renders at generate's cameras gives). With ``--initial``: the scene before any step (no score
-distillation). With ``--reconstruct``: ``reconstruct`` on a monocular capture of the prompt's
+distillation). With ``--probe``: the pull of the prior's SDS gradient on a static clip toward the
+prompt's own motion against the other motions (:mod:`scene4d.generate.probe`; seconds per prompt,
+the quick check of a new toy prior). With ``--reconstruct``: ``reconstruct`` on a monocular capture of the prompt's
 ground truth, judged the same way.
 
     python bench/generate.py --toy --samples --no-generate --seeds 2 --threads 1   # the prior alone
+    python bench/generate.py --toy --probe --no-generate --threads 1      # does the prior know motion?
     python bench/generate.py --toy --ceiling --initial --reconstruct --seeds 1 --threads 1  # and bounds
 """
 
@@ -115,6 +118,34 @@ def _attr_means(rows) -> dict:
             if k.startswith("acc_") and isinstance(v, (int, float)):
                 pooled.setdefault(k[4:].split("_")[0], []).append(float(v))
     return {a: round(statistics.mean(v), 3) for a, v in sorted(pooled.items())}
+
+
+def toy_probe(args, prompts) -> dict:
+    """The SDS pull toward each one-object moving prompt's motion (scene4d/generate/probe.py), for the
+    toy prior and, beside it, the analytic prior (the ceiling) and the analytic prior blind to time."""
+    from scene4d.generate import probe
+    from scene4d.generate import toyworld as tw
+    from scene4d.generate.priors import load_analytic, load_toy
+
+    toy_prior = load_toy(args.prior)
+    out = {}
+    for split, plist in prompts.items():
+        moving = [p for p in plist if len(tw.parse_prompt(p).objects) == 1 and tw.parse_prompt(p).objects[0].motion != "still"]
+        if not moving:
+            continue
+        res = {"toy": [], "analytic": [], "analytic_time_blind": []}
+        for p in moving:
+            exact = load_analytic("toy", toy_scene=tw.parse_prompt(p))
+            for name, prior in (("toy", toy_prior), ("analytic", exact), ("analytic_time_blind", probe.time_blind(exact))):
+                t0 = time.perf_counter()
+                r = probe.motion_pull(prior, p, guidance=5.0 if name == "toy" else 1.0)
+                res[name].append(r)
+                print(f"[probe {split}] {name:20s} {p!r}: pull {r.pull:+.3f}, margin {r.margin:+.3f}, points to "
+                      f"{r.points_to} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        out[split] = {k: {"summary": probe.summarize(v), "runs": [vars(r) for r in v]} for k, v in res.items()}
+        print(f"== probe {split}: " + "; ".join(f"{k} " + ", ".join(f"{a} {b}" for a, b in v["summary"].items())
+                                                for k, v in out[split].items()), flush=True)
+    return out
 
 
 def toy_samples(args, prompts) -> dict:
@@ -237,6 +268,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--samples", action="store_true", help="--toy: also judge the prior's own samples")
+    ap.add_argument("--probe", action="store_true",
+                    help="--toy: the SDS pull toward each moving prompt's motion (seconds per prompt)")
     ap.add_argument("--sample-steps", type=int, default=25, help="ancestral sampling steps per sample")
     ap.add_argument("--no-generate", action="store_true", help="--toy: skip the toy prior's scenes (the bounds still run)")
     ap.add_argument("--ceiling", action="store_true", help="--toy: also the analytic prior on the ground truth")
@@ -253,6 +286,8 @@ def main() -> None:
         res["analytic"] = analytic(args)
     if args.toy:
         prompts = _prompts(args)
+        if args.probe:
+            res["probe"] = toy_probe(args, prompts)
         if args.samples:
             res["samples"] = toy_samples(args, prompts)
         if not args.no_generate or args.ceiling or args.initial or args.reconstruct:

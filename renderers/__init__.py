@@ -32,6 +32,7 @@ from .gaussians import (
 )
 from .cpu_backend import (
     configure_cpu_threads,
+    idle_cores,
     cpu_backend_available,
     cpu_backend_status,
     rasterize_cpu,
@@ -226,6 +227,6 @@ def _background(background, C, dt, dev) -> Optional[Tensor]:
 
 __all__ = [
     "Gaussians", "GaussianError", "RasterOptions", "RenderOutput", "RenderError", "rasterize",
-    "gsplat_available", "cpu_backend_available", "cpu_backend_status", "configure_cpu_threads", "set_raster_threads",
+    "gsplat_available", "cpu_backend_available", "cpu_backend_status", "configure_cpu_threads", "idle_cores", "set_raster_threads",
     "default_device", "resolve_backend", "covariances", "eval_sh", "quat_multiply", "quat_to_rotmat", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
 ]

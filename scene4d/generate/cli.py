@@ -61,7 +61,9 @@ def generate(
         preview_every: write a views x times preview grid every N steps (0: never).
         resume: continue the interrupted run in --out.
         device: auto (CUDA when available), cpu or cuda.
-        threads: CPU threads (1 when other jobs share a small machine).
+        threads: CPU threads for torch (default: with a neural prior, the cores idle when the run
+            starts, at most 4; a run repeats bit for bit only with the same count, so pass it to
+            compare runs; 1 when other jobs share a small machine).
         allow_cpu: run a real-size prior on the CPU anyway (days per run; see README).
         view: serve the scene being generated in the browser (as scene4d view), refreshed every
             --view-every steps.

@@ -159,6 +159,14 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     elif cfg.threads:
         torch.set_num_threads(cfg.threads)
     kind, prior_path = parse_spec(prior, "--prior", ("toy", "analytic", "sd", "mvdream"))
+    torch_threads = None
+    if device.type == "cpu" and not cfg.threads and kind != "analytic":
+        # a neural prior's U-Net is the run's time: every idle core for torch (a resumed run keeps the
+        # count it started with, so it continues bit for bit); --threads N fixes it
+        from renderers import idle_cores
+
+        torch_threads = (meta or {}).get("generate", {}).get("torch_threads") or idle_cores()
+        torch.set_num_threads(torch_threads)
     toy_scene = None
     if kind == "toy" or (kind == "analytic" and prior_path == "toy"):
         from .toyworld import ToyPromptError, parse_prompt
@@ -229,7 +237,8 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
             watch(step, sc, terms, report)
 
     record = {"prompt": prompt, "negative": negative, "prior": prior, "video_prior": video_prior,
-              "config": config_to_json(cfg), "image": None if image is None else str(image)}
+              "config": config_to_json(cfg), "image": None if image is None else str(image),
+              "torch_threads": torch_threads}
     evaluate = None
     if toy_scene is not None:
         def evaluate(sc):

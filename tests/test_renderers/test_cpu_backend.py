@@ -350,3 +350,13 @@ def test_configure_cpu_threads_default_and_explicit():
     finally:
         renderers.set_raster_threads(None)
         torch.set_num_threads(before)
+
+
+def test_idle_cores_leaves_busy_cores_alone():
+    # a neural prior's threads: the cores the load average leaves idle, 1..cap
+    assert renderers.idle_cores(load=0.1, cores=2) == 2
+    assert renderers.idle_cores(load=1.2, cores=2) == 1  # one busy job on a 2-core machine: no spin-waiting team
+    assert renderers.idle_cores(load=3.0, cores=2) == 1
+    assert renderers.idle_cores(load=0.0, cores=16) == 4  # capped: a 32x32 U-Net gains nothing past a few
+    assert renderers.idle_cores(load=0.0, cores=16, cap=8) == 8
+    assert 1 <= renderers.idle_cores() <= 4

@@ -346,3 +346,31 @@ def test_sample_judge_reads_a_clip_on_its_own_background(background):
     other = render_gt(parse_prompt("a yellow cone still"), cams, background=background)
     acc, read = judge(other, cams, parse_prompt("a purple cube bouncing"))
     assert acc == {"colour": 0.0, "shape": 0.0, "motion": 0.0}, read
+
+
+@pytest.mark.parametrize("prompt", ["a red ball bouncing", "a yellow cone sliding", "a green torus growing"])
+def test_motion_probe_tells_a_prior_that_knows_motion_from_one_blind_to_time(prompt):
+    # the analytic prior on the prompt's ground truth knows the motion: its SDS pull on a static clip
+    # points at the prompt's own motion; the same prior shown one time for the whole clip does not
+    from scene4d.generate import probe
+    from scene4d.generate.priors import load_analytic
+
+    exact = load_analytic("toy", toy_scene=tw.parse_prompt(prompt))
+    own = tw.parse_prompt(prompt).objects[0].motion
+    r = probe.motion_pull(exact, prompt, samples=16, guidance=1.0)
+    assert r.points_to == own and r.margin > 0.1 and r.pull > 0.15, r
+    blind = probe.motion_pull(probe.time_blind(exact), prompt, samples=16, guidance=1.0)
+    assert blind.pull < 0.05 and blind.margin < 0.05, blind
+    s = probe.summarize([r, blind])
+    assert s["right_motion"] == 0.5 and s["prompts"] == 2
+
+
+def test_motion_probe_rejects_prompts_it_cannot_judge():
+    from scene4d.generate import probe
+    from scene4d.generate.priors import load_analytic
+
+    exact = load_analytic("toy", toy_scene=tw.parse_prompt("a red ball still"))
+    with pytest.raises(ValueError, match="does not move"):
+        probe.motion_pull(exact, "a red ball still")
+    with pytest.raises(ValueError, match="one-object"):
+        probe.motion_pull(exact, "a red ball bouncing next to a blue cube")
