@@ -1,6 +1,9 @@
 """The toy prior on a lent GPU, without the scene4d CLI (its tyro is not on the machine):
 
-    python bench/gpu_toy.py train OUT SECONDS WORKERS     # scene4d prior train-toy with a time budget
+    python bench/gpu_toy.py train OUT SECONDS WORKERS [INIT [HIGH_T_SHARE]]
+                                                           # scene4d prior train-toy with a time budget
+                                                           # (INIT: continue from a prior folder)
+    python bench/gpu_toy.py probe PRIOR_DIR                # does it know motion? (bench/generate.py --probe)
     python bench/gpu_toy.py sample PRIOR_DIR OUT_DIR       # prior samples of a few prompts (PNG grids)
     python bench/gpu_toy.py parity PRIOR_DIR               # SDS gradient CPU vs CUDA; SDS step time on the GPU
 
@@ -23,20 +26,24 @@ GPU_SETTINGS = dict(steps=60000, batch=128, lr=4e-4, chunk_groups=32, steps_per_
 DEVICE = os.environ.get("GPU_TOY_DEVICE", "cuda")  # cpu: a dry run of this script on a machine without one
 
 
-def train(out: str, seconds: str, workers: str) -> None:
+def train(out: str, seconds: str, workers: str, init: str = "", high_t_share: str = "0") -> None:
     from scene4d.generate.train_toy import ToyTrainConfig, train_toy_prior
 
     w = int(workers)
     settings = dict(GPU_SETTINGS)
+    if init:  # a warm start: the shipped weights go on learning (lower rate, short warm-up, no young EMA)
+        settings.update(lr=2e-4, warmup=100, ema_warmup=False, high_t_share=float(high_t_share))
     if DEVICE == "cpu":  # dry run: the same code path, small
-        settings.update(batch=4, chunk_groups=4, checkpoint_every=50)
-    cfg = ToyTrainConfig(initial_chunks=2 * w, **settings)
+        settings.update(steps=4, batch=4, chunk_groups=4, checkpoint_every=50)
+    cfg = ToyTrainConfig(initial_chunks=max(1, 2 * w), **settings)
+    extra = f" --init {init} --warmup {cfg.warmup} --high-t-share {cfg.high_t_share}" if init else ""
     cmd = (f"scene4d prior train-toy --out {out} --device cuda --workers {w} --steps {cfg.steps} --batch {cfg.batch} "
            f"--lr {cfg.lr} --chunk-groups {cfg.chunk_groups} --initial-chunks {cfg.initial_chunks} --steps-per-chunk "
            f"{cfg.steps_per_chunk} --buffer-chunks {cfg.buffer_chunks} --checkpoint-every {cfg.checkpoint_every} "
-           f"--time-budget {seconds}  (run as: python bench/gpu_toy.py train {out} {seconds} {w})")
+           f"--time-budget {seconds}{extra}  (run as: python bench/gpu_toy.py train {out} {seconds} {w}"
+           f"{' ' + init + ' ' + high_t_share if init else ''})")
     res = train_toy_prior(Path(out), cfg, device=DEVICE, workers=w, command=cmd, time_budget=float(seconds),
-                          progress=True)
+                          progress=True, init=Path(init) if init else None)
     print(f"trained {res.steps} steps in {res.seconds:.0f} s; the prior: {res.prior_dir}")
     print("loss every 10 steps (first, middle, last):", res.losses[:3], res.losses[len(res.losses) // 2],
           res.losses[-3:])
@@ -69,6 +76,23 @@ def sample(prior_dir: str, out_dir: str) -> None:
         name = prompt.replace(" ", "_")[:40]
         _grid(imgs.permute(1, 0, 2, 3, 4), Path(out_dir) / f"sample_{name}.png")  # rows views, columns times
         print(f"sampled {prompt!r}: 16 images, 50 DDIM steps, {time.perf_counter() - t0:.1f} s")
+
+
+def probe(prior_dir: str) -> None:
+    """The motion checks of bench/generate.py --probe and bench/toy_time.py probe, on this device."""
+    from diffusion_prior.multiview import MultiViewPrior
+    from scene4d.generate import probe as pr
+
+    p = MultiViewPrior.from_pretrained(prior_dir, device=DEVICE)
+    prompts = ["a red ball bouncing", "a blue cube spinning", "a yellow cone sliding", "a green cylinder circling",
+               "a purple torus swaying", "a white ball growing", "a green cube spinning", "a red cone circling",
+               "a purple ball sliding", "an orange cylinder growing"]  # 6 seen, then 4 held out
+    rows = []
+    for q in prompts:
+        r = pr.motion_pull(p, q, guidance=5.0)
+        rows.append(r)
+        print(f"probe {q!r}: pull {r.pull:+.3f}, margin {r.margin:+.3f}, points to {r.points_to}", flush=True)
+    print("seen:", pr.summarize(rows[:6]), "held out:", pr.summarize(rows[6:]))
 
 
 def parity(prior_dir: str) -> None:
@@ -106,4 +130,4 @@ def parity(prior_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    {"train": train, "sample": sample, "parity": parity}[sys.argv[1]](*sys.argv[2:])
+    {"train": train, "sample": sample, "probe": probe, "parity": parity}[sys.argv[1]](*sys.argv[2:])
