@@ -773,16 +773,20 @@ def _foreground(frames: Tensor, background) -> Tensor:
 
 
 def _coverage(frames: Tensor, mask: Tensor, background) -> Tensor:
-    """(T, H, W) soft coverage in [0, 1] inside ``mask``: the colour difference from the background
-    relative to the object's typical interior difference, so anti-aliased edge pixels carry the
-    sub-pixel outline that a hard mask loses at 32 x 32."""
+    """(T, H, W) soft coverage in [0, 1] inside ``mask``: on the outline, the colour difference from
+    the background relative to the object's typical interior difference, so anti-aliased edge
+    pixels carry the sub-pixel outline that a hard mask loses at 32 x 32; inside (every neighbour
+    foreground), 1, so shading and the texture's stripes, which differ from the background by
+    different amounts (most for a white object on a light background), do not carve the silhouette."""
     bg = torch.as_tensor(background, dtype=frames.dtype).reshape(-1)[:3].expand(3)
     diff = (frames - bg).abs().amax(-1) * mask
     vals = diff[mask]
     if vals.numel() == 0:
         return diff
     full = torch.quantile(vals, 0.75).clamp_min(FG_THRESHOLD)
-    return (diff / full).clamp(0, 1)
+    soft = (diff / full).clamp(0, 1)
+    inside = torch.nn.functional.avg_pool2d(mask.float()[:, None], 3, 1, 1)[:, 0] > 1 - 1e-6
+    return torch.where(inside, torch.ones_like(soft), soft)
 
 
 def _hsv(rgb: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

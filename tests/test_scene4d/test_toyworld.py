@@ -348,6 +348,22 @@ def test_sample_judge_reads_a_clip_on_its_own_background(background):
     assert acc == {"colour": 0.0, "shape": 0.0, "motion": 0.0}, read
 
 
+def test_sample_judge_takes_each_groups_own_background_tint():
+    """Each sampled group may come out on its own tint (one in eight is visibly darker): a clip whose
+    third camera group sits on a darker grey still reads right, a white object included (read
+    against the clip's common background, that whole group would be foreground)."""
+    from scene4d.generate.samples import judge, video_cameras
+
+    cams = video_cameras(32)
+    for prompt in ("a white ball growing", "a red cone sliding"):
+        scene = parse_prompt(prompt)
+        frames = render_gt(scene, cams, background=(0.88, 0.9, 0.9))
+        dark = render_gt(scene, cams, background=(0.72, 0.74, 0.74))
+        frames[8:12] = dark[8:12]  # camera-major: frames 8..11 are the third camera's four times
+        acc, read = judge(frames, cams, scene)
+        assert acc == {"colour": 1.0, "shape": 1.0, "motion": 1.0}, read
+
+
 @pytest.mark.parametrize("prompt", ["a red ball bouncing", "a yellow cone sliding", "a green torus growing"])
 def test_motion_probe_tells_a_prior_that_knows_motion_from_one_blind_to_time(prompt):
     # the analytic prior on the prompt's ground truth knows the motion: its SDS pull on a static clip
