@@ -175,6 +175,8 @@ def toy_samples(args, prompts) -> dict:
 def _generate_row(p, seed, args, prior, over=None) -> dict:
     cfg = load_generate_preset("toy")
     cfg.seed, cfg.preview_every = seed, 0
+    if args.threads:  # the same count for every run (generate's default follows the load, its own runs' too)
+        cfg.threads = args.threads
     if args.iters:
         cfg.iters = args.iters
     for k, v in (over or {}).items():
