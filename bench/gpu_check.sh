@@ -12,26 +12,14 @@
 set -u
 DATA=${1:?usage: bench/gpu_check.sh DATA_DIR [SECONDS]}
 BUDGET=${2:-570}
-OUT=${OUT:-/tmp/gpu_out}
 FITS=/tmp/scene4d_fits
-mkdir -p "$OUT" "$FITS"
-LOG="$OUT/log.txt"
-T0=$(date +%s)
-el() { echo $(( $(date +%s) - T0 )); }
-left() { echo $(( BUDGET - $(date +%s) + T0 )); }
-stage() { echo "=== [$(el)s] $*" | tee -a "$LOG"; }
+mkdir -p "$FITS"
+. "$(dirname "$0")/gpu_common.sh"
 summary() {  # the result lines of a bench/reconstruct.py log, and its last progress line
   tr '\r' '\n' < "$1" | grep -E "device=|capture:|steps=|rotation error|Error|error|Traceback" | tail -8
   tr '\r' '\n' < "$1" | grep "reconstruct:" | tail -1
 }
 
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
 # one architecture list for every process: torch keys its extension cache on the build flags, so a
 # process with other flags would rebuild gsplat (70 s) instead of loading it
 export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=14

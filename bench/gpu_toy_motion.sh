@@ -13,20 +13,7 @@
 set -u
 TRAIN=${1:-480}
 HIGH=${2:-0.5}
-OUT=${OUT:-/tmp/gpu_out}
-mkdir -p "$OUT"
-LOG="$OUT/log.txt"
-T0=$(date +%s)
-el() { echo $(( $(date +%s) - T0 )); }
-stage() { echo "=== [$(el)s] $*" | tee -a "$LOG"; }
-
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+. "$(dirname "$0")/gpu_common.sh"
 stage "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, sys, diffusers, transformers; print(sys.version.split()[0], 'torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"

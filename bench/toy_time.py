@@ -83,6 +83,14 @@ def probe(prior_dir=None) -> None:
               flush=True)
 
 
+def _step(opt, params, loss) -> None:
+    """One AdamW step, gradients clipped to norm 1 (as train-toy)."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def _moving_clip(gen):
     while True:
         sc = tw.sample_scene(gen, split="seen", objects=1)
@@ -130,11 +138,7 @@ def finetune(minutes: str) -> None:
         st = p.text_states(p.tokenize(["" if d else g[3] for g, d in zip(gs, drop)])).repeat_interleave(4, 0)
         eps = p.unet_eps(xt.flatten(0, 1), t.repeat_interleave(4), st,
                          p.class_labels(torch.stack([g[1] for g in gs]), torch.stack([g[2] for g in gs])), 4).view_as(xt)
-        loss = (((1 - a) / a).clamp(max=20.0) * (eps - noise) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _step(opt, params, (((1 - a) / a).clamp(max=20.0) * (eps - noise) ** 2).mean())
         if step % 50 == 0:
             report(step)
 
@@ -197,11 +201,7 @@ def study(variant: str, minutes: str) -> None:
         x = torch.stack([g[0] for g in gs]).flatten(0, 1)[:, None]
         cams = torch.stack([g[1] for g in gs]).flatten(0, 1)[:, None]
         ts = torch.stack([g[2] for g in gs]).flatten(0, 1)[:, None]
-        loss = toy.training_loss(p, x, cams, ts, [g[3] for g in gs for _ in range(4)], gen)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _step(opt, params, toy.training_loss(p, x, cams, ts, [g[3] for g in gs for _ in range(4)], gen))
         if step % 100 == 0:
             report(step)
     report(step)

@@ -40,10 +40,6 @@ class MotionPull:
     """The motion with the highest cosine."""
 
 
-def _clip_cameras(size: int, azimuth: float, times: Sequence[float]):
-    return video_cameras(size, azimuths=(azimuth,), times=times)
-
-
 def motion_pull(prior, prompt: str, *, samples: int = 32, t_range: Tuple[float, float] = (0.5, 0.98),
                 guidance: float = 5.0, azimuth: float = 20.0, times: Sequence[float] = SAMPLE_TIMES,
                 size: int = 0, seed: int = 0) -> MotionPull:
@@ -59,8 +55,8 @@ def motion_pull(prior, prompt: str, *, samples: int = 32, t_range: Tuple[float, 
     if len(times) != G:
         raise ValueError(f"motion_pull: the prior's groups hold {G} frames, got {len(times)} times")
     size = size or int(getattr(prior, "native_size", 0)) or 32
-    cams = _clip_cameras(size, azimuth, times)
-    frozen = _clip_cameras(size, azimuth, [0.5] * G)  # the same views, every frame at mid-clip
+    cams = video_cameras(size, azimuths=(azimuth,), times=times)
+    frozen = video_cameras(size, azimuths=(azimuth,), times=[0.5] * G)  # the same views, every frame at mid-clip
     static = tw.render_gt(scene, frozen).clamp(0, 1).permute(0, 3, 1, 2)  # (G, 3, s, s)
     changes = {}
     for m in PROBE_MOTIONS:

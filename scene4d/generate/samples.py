@@ -41,12 +41,6 @@ def video_cameras(size: int, azimuths: Sequence[float] = SAMPLE_AZIMUTHS,
     return tw.grid_cameras(views, times)
 
 
-def border_background(frames: Tensor) -> Tuple[float, float, float]:
-    """Median colour of the clip's outermost pixels: (T, H, W, 3) -> (r, g, b)."""
-    border = torch.cat([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], 1).reshape(-1, 3)
-    return tuple(float(v) for v in border.median(0).values)
-
-
 def sample_video(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0,
                  times: Sequence[float] = SAMPLE_TIMES) -> Tuple[Tensor, Cameras]:
     """(views * times, s, s, 3) frames in [0, 1] and their cameras: the prior's samples of

@@ -359,4 +359,16 @@ def test_idle_cores_leaves_busy_cores_alone():
     assert renderers.idle_cores(load=3.0, cores=2) == 1
     assert renderers.idle_cores(load=0.0, cores=16) == 4  # capped: a 32x32 U-Net gains nothing past a few
     assert renderers.idle_cores(load=0.0, cores=16, cap=8) == 8
-    assert 1 <= renderers.idle_cores() <= 4
+
+
+def test_idle_cores_reads_the_load_average_and_falls_back_to_one(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 0.5, 0.2))
+    assert renderers.idle_cores(cores=2) == 1 and renderers.idle_cores(cores=4) == 3
+
+    def unreadable():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", unreadable)
+    assert renderers.idle_cores(cores=8) == 1  # cannot tell: the thread count that never collapses
