@@ -1,6 +1,6 @@
 """The toy prior on a lent GPU, without the scene4d CLI (its tyro is not on the machine):
 
-    python bench/gpu_toy.py train OUT SECONDS WORKERS [INIT [HIGH_T_SHARE]]
+    python bench/gpu_toy.py train OUT SECONDS WORKERS [INIT [HIGH_T_SHARE [HIGH_T_FROM]]]
                                                            # scene4d prior train-toy with a time budget
                                                            # (INIT: continue from a prior folder)
     python bench/gpu_toy.py probe PRIOR_DIR                # does it know motion? (bench/generate.py --probe)
@@ -26,22 +26,23 @@ GPU_SETTINGS = dict(steps=60000, batch=128, lr=4e-4, chunk_groups=32, steps_per_
 DEVICE = os.environ.get("GPU_TOY_DEVICE", "cuda")  # cpu: a dry run of this script on a machine without one
 
 
-def train(out: str, seconds: str, workers: str, init: str = "", high_t_share: str = "0") -> None:
+def train(out: str, seconds: str, workers: str, init: str = "", high_t_share: str = "0", high_t_from: str = "0.5") -> None:
     from scene4d.generate.train_toy import ToyTrainConfig, train_toy_prior
 
     w = int(workers)
     settings = dict(GPU_SETTINGS)
     if init:  # a warm start: the shipped weights go on learning (lower rate, short warm-up, no young EMA)
-        settings.update(lr=2e-4, warmup=100, ema_warmup=False, high_t_share=float(high_t_share))
+        settings.update(lr=2e-4, warmup=100, ema_warmup=False, high_t_share=float(high_t_share),
+                        high_t_from=float(high_t_from))
     if DEVICE == "cpu":  # dry run: the same code path, small
         settings.update(steps=4, batch=4, chunk_groups=4, checkpoint_every=50)
     cfg = ToyTrainConfig(initial_chunks=max(1, 2 * w), **settings)
-    extra = f" --init {init} --warmup {cfg.warmup} --high-t-share {cfg.high_t_share}" if init else ""
+    extra = f" --init {init} --warmup {cfg.warmup} --high-t-share {cfg.high_t_share} --high-t-from {cfg.high_t_from}" if init else ""
     cmd = (f"scene4d prior train-toy --out {out} --device cuda --workers {w} --steps {cfg.steps} --batch {cfg.batch} "
            f"--lr {cfg.lr} --chunk-groups {cfg.chunk_groups} --initial-chunks {cfg.initial_chunks} --steps-per-chunk "
            f"{cfg.steps_per_chunk} --buffer-chunks {cfg.buffer_chunks} --checkpoint-every {cfg.checkpoint_every} "
            f"--time-budget {seconds}{extra}  (run as: python bench/gpu_toy.py train {out} {seconds} {w}"
-           f"{' ' + init + ' ' + high_t_share if init else ''})")
+           f"{' ' + init + ' ' + high_t_share + ' ' + high_t_from if init else ''})")
     res = train_toy_prior(Path(out), cfg, device=DEVICE, workers=w, command=cmd, time_budget=float(seconds),
                           progress=True, init=Path(init) if init else None)
     print(f"trained {res.steps} steps in {res.seconds:.0f} s; the prior: {res.prior_dir}")

@@ -98,7 +98,6 @@ def render_chunk(seed: int, k: int, n_groups: int, size: int, p_two: float) -> D
     Returns uint8 images (n, G, 3, s, s), float32 cameras (n, G, 4, 4), times (n, G), prompts."""
     from . import toyworld as tw
 
-    torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(_chunk_seed(seed, k))
     images, cams, times, prompts = [], [], [], []
     for _ in range(n_groups):
@@ -131,6 +130,11 @@ def render_chunk(seed: int, k: int, n_groups: int, size: int, p_two: float) -> D
             "prompts": prompts}
 
 
+def _one_thread() -> None:
+    """A data worker renders on one thread (the training process keeps its own ``--threads``)."""
+    torch.set_num_threads(1)
+
+
 class ChunkBuffer:
     """The chunks a step may draw from, produced in order by worker processes (or in this process)."""
 
@@ -145,7 +149,7 @@ class ChunkBuffer:
             import concurrent.futures as cf
             import multiprocessing as mp
 
-            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+            self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_one_thread)
 
     def available(self, step: int) -> Tuple[int, int]:
         """``[lo, hi)``: the chunks step ``step`` (1-based) draws from."""

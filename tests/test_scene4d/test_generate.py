@@ -213,6 +213,20 @@ def test_train_toy_one_step_changes_weights_and_resume_is_bit_exact(tmp_path):
     assert (tmp_path / "b" / "prior" / "unet" / "config.json").is_file()
 
 
+def test_train_toy_in_process_data_keeps_the_threads_asked_for():
+    """--workers 0 renders data chunks in the training process: that must not set torch to one thread
+    (it did, and a `--threads 2` run trained on one core)."""
+    from scene4d.generate.train_toy import render_chunk
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        chunk = render_chunk(0, 0, 1, 16, 0.0)
+        assert torch.get_num_threads() == 2 and chunk["images"].shape == (1, 4, 3, 16, 16)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_train_toy_high_t_share_draws_from_the_top_and_leaves_plain_runs_alone():
     from diffusion_prior.toy import new_toy_prior, training_loss
     from scene4d.generate.train_toy import toy_vocabulary
