@@ -166,7 +166,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
         raise SystemExit("study: variant is default, film, coords, coords_time or broad")
     broad = variant == "broad"
     init = UNet2DConditionModel.__init__
-    extra = {"coords": 2, "coords_time": 10}.get(variant, 0)
+    extra = {"coords": 2, "coords_time": 2 + 8}.get(variant, 0)  # 8: the toy prior's time features
 
     def film_init(self, *a, **k):
         if variant == "film":
@@ -179,15 +179,16 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
         p = toy.new_toy_prior(toy_vocabulary(), channels=(16, 32, 64), seed=0)
     finally:
         UNet2DConditionModel.__init__ = init
-    if extra:  # input planes: x, y in [-1, 1] (+ the 8 time features, constant over the image)
+    if extra:  # input planes: x, y in [-1, 1] (+ the time features, constant over the image)
         plain = p.unet_eps
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+        xy = torch.stack([xx, yy])  # once: every call is at 32 x 32
 
         def unet_eps(x, t, states, labels, nv):
-            n, _, h, w = x.shape
-            yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-            planes = [torch.stack([xx, yy]).expand(n, 2, h, w)]
+            n = x.shape[0]
+            planes = [xy.expand(n, *xy.shape)]
             if extra > 2:
-                planes.append(labels[:, 16:24, None, None].expand(n, 8, h, w))
+                planes.append(labels[:, -p.n_time:, None, None].expand(n, p.n_time, *xy.shape[1:]))
             return plain(torch.cat([x] + planes, 1), t, states, labels, nv)
 
         p.unet_eps = unet_eps
