@@ -166,7 +166,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
         raise SystemExit("study: variant is default, film, coords, coords_time or broad")
     broad = variant == "broad"
     init = UNet2DConditionModel.__init__
-    extra = {"coords": 2, "coords_time": 2 + 8}.get(variant, 0)  # 8: the toy prior's time features
+    extra = {"coords": 2, "coords_time": 2 + toy.TOY_CONFIG["time_features"]}.get(variant, 0)
 
     def film_init(self, *a, **k):
         if variant == "film":
