@@ -73,6 +73,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scene4d.generate import toyworld as tw  # noqa: E402
 
+CAMERA_DIMS = 16
+"""The camera's share of the class labels (MVDream's 16 numbers); the time features follow it."""
+
 MOVING_PROMPTS = ["a red ball bouncing", "a yellow cone sliding", "a blue cube circling", "a white cylinder swaying",
                   "a green torus growing", "an orange ball sliding", "a purple cone bouncing", "a red cube circling"]
 
@@ -224,7 +227,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
             k["resnet_time_scale_shift"] = "scale_shift"
         k["in_channels"] = 3 + extra
         if outer:
-            k["projection_class_embeddings_input_dim"] += 16 * toy.TOY_CONFIG["time_features"]
+            k["projection_class_embeddings_input_dim"] += CAMERA_DIMS * toy.TOY_CONFIG["time_features"]
         init(self, *a, **k)
 
     UNet2DConditionModel.__init__ = film_init
@@ -241,7 +244,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
             n = x.shape[0]
             planes = [xy.expand(n, *xy.shape)]
             if extra > 2:
-                planes.append(labels[:, -p.n_time:, None, None].expand(n, p.n_time, *xy.shape[1:]))
+                planes.append(labels[:, CAMERA_DIMS:CAMERA_DIMS + p.n_time, None, None].expand(n, p.n_time, *xy.shape[1:]))
             return plain(torch.cat([x] + planes, 1), t, states, labels, nv)
 
         p.unet_eps = unet_eps
@@ -250,7 +253,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
 
         def class_labels(cams, ts, **kw):
             lab = plain_labels(cams, ts, **kw)
-            cam, tf = lab[:, :16], lab[:, 16:]
+            cam, tf = lab[:, :CAMERA_DIMS], lab[:, CAMERA_DIMS:]
             return torch.cat([lab, (cam[:, :, None] * tf[:, None, :]).flatten(1)], 1)
 
         p.class_labels = class_labels
@@ -260,7 +263,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
         plain_eps = p.unet_eps
 
         def unet_eps(x, t, states, labels, nv):
-            return plain_eps(x, t, token(states, labels[:, 16:16 + p.n_time]), labels, nv)
+            return plain_eps(x, t, token(states, labels[:, CAMERA_DIMS:CAMERA_DIMS + p.n_time]), labels, nv)
 
         p.unet_eps = unet_eps
     for m in (p.unet, p.text_encoder):
