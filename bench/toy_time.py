@@ -51,9 +51,11 @@ one thread each, two runs at a time; gap at t = 0.7 / 0.9):
 | ``broad_token`` | +0.46 / +0.25 % | +0.09 / +0.59 % (600) |
 | ``cameras_outer`` | +0.75 / +0.35 % | +0.79 / +2.15 % (772) |
 | ``broad_outer`` | +0.60 / +0.35 % | +0.38 / +0.61 % (700) |
+| ``motions`` (every motion, one camera; session 14) | +0.46 / +0.25 % | +0.17 / +1.90 % (668) |
 
 Two motions at any camera stall like the whole task: the camera's variation alone is enough to hold
-the time back (``motions``, every motion at one camera, is not run yet). A plausible why: the toy
+the time back; and so is the motion count alone (``motions``: all seven motions at the one camera
+stall too). Either breadth delays time by more than these runs reach. A plausible why: the toy
 objects are near-symmetric (four stripes, a light fixed to the object), so a still image says
 little about the azimuth and the prior learns to use the camera only weakly, while sliding,
 circling and swaying move across the image in a direction set by it. A time token that reads the
