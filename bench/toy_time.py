@@ -40,8 +40,8 @@ does: the epsilon loss at t = 0.9 is ~1/40 of the clean-image error it stands fo
 timesteps the top of the schedule, the only place where the time decides the picture, gets almost
 no gradient.
 
-What delays it on the real task is the camera (session 13, all with every timestep from [0.8, 1),
-one thread each, two runs at a time; gap at t = 0.7 / 0.9):
+What delays it on the real task is its breadth, the camera and the motion count each (sessions 13-14,
+all with every timestep from [0.8, 1), one thread each, two runs at a time; gap at t = 0.7 / 0.9):
 
 | variant | step 400 | step 600-772 |
 |---|---|---|
@@ -77,6 +77,11 @@ from scene4d.generate import toyworld as tw  # noqa: E402
 
 CAMERA_DIMS = 16
 """The camera's share of the class labels (MVDream's 16 numbers); the time features follow it."""
+
+
+def _time_part(labels, n_time: int):
+    """The time features of class labels (they follow the camera's numbers)."""
+    return labels[:, CAMERA_DIMS:CAMERA_DIMS + n_time]
 
 MOVING_PROMPTS = ["a red ball bouncing", "a yellow cone sliding", "a blue cube circling", "a white cylinder swaying",
                   "a green torus growing", "an orange ball sliding", "a purple cone bouncing", "a red cube circling"]
@@ -246,7 +251,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
             n = x.shape[0]
             planes = [xy.expand(n, *xy.shape)]
             if extra > 2:
-                planes.append(labels[:, CAMERA_DIMS:CAMERA_DIMS + p.n_time, None, None].expand(n, p.n_time, *xy.shape[1:]))
+                planes.append(_time_part(labels, p.n_time)[:, :, None, None].expand(n, p.n_time, *xy.shape[1:]))
             return plain(torch.cat([x] + planes, 1), t, states, labels, nv)
 
         p.unet_eps = unet_eps
@@ -255,7 +260,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
 
         def class_labels(cams, ts, **kw):
             lab = plain_labels(cams, ts, **kw)
-            cam, tf = lab[:, :CAMERA_DIMS], lab[:, CAMERA_DIMS:]
+            cam, tf = lab[:, :CAMERA_DIMS], _time_part(lab, p.n_time)
             return torch.cat([lab, (cam[:, :, None] * tf[:, None, :]).flatten(1)], 1)
 
         p.class_labels = class_labels
@@ -265,7 +270,7 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
         plain_eps = p.unet_eps
 
         def unet_eps(x, t, states, labels, nv):
-            return plain_eps(x, t, token(states, labels[:, CAMERA_DIMS:CAMERA_DIMS + p.n_time]), labels, nv)
+            return plain_eps(x, t, token(states, _time_part(labels, p.n_time)), labels, nv)
 
         p.unet_eps = unet_eps
     for m in (p.unet, p.text_encoder):
@@ -278,8 +283,8 @@ def study(variant: str, minutes: str, high_t_from: str = "") -> None:
         az, el = 30.0, 15.0
         if prompt is None:
             motions = tw.MOTIONS if all_motions else ("sliding", "bouncing")
-            prompt = (f"a {tw.COLOURS[int(torch.randint(7, (1,), generator=g))]} "
-                      f"{tw.SHAPES[int(torch.randint(5, (1,), generator=g))]} "
+            prompt = (f"a {tw.COLOURS[int(torch.randint(len(tw.COLOURS), (1,), generator=g))]} "
+                      f"{tw.SHAPES[int(torch.randint(len(tw.SHAPES), (1,), generator=g))]} "
                       f"{motions[int(torch.randint(len(motions), (1,), generator=g))]}")
             if any_camera:  # any camera (one per clip)
                 az, el = float(torch.rand(1, generator=g)) * 360, float(torch.rand(1, generator=g)) * 30
