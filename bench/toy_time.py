@@ -52,10 +52,14 @@ all with every timestep from [0.8, 1), one thread each, two runs at a time; gap 
 | ``cameras_outer`` | +0.75 / +0.35 % | +0.79 / +2.15 % (772) |
 | ``broad_outer`` | +0.60 / +0.35 % | +0.38 / +0.61 % (700) |
 | ``motions`` (every motion, one camera; session 14) | +0.46 / +0.25 % | +0.17 / +1.90 % (668) |
+| ``motions``, run on (``motions 80 0.8``, two threads, one run; session 15) | +0.45 / +0.24 % | **+3.7 / +34 %** (900), +9.5 / +96 % (1000), +13.7 / +76 % (1100) |
+| ``cameras``, run on (``cameras 46 0.8``, two threads, one run; session 15) | -0.04 / -0.05 % | +0.33 / +0.79 % (1000), +0.05 / +0.29 % (1100) |
 
 Two motions at any camera stall like the whole task: the camera's variation alone is enough to hold
-the time back; and so is the motion count alone (``motions``: all seven motions at the one camera
-stall too). Either breadth delays time by more than these runs reach. A plausible why: the toy
+the time back; and so is the motion count alone (``motions``: all seven motions at the one camera),
+but only for a while: run on, ``motions`` turns at step 900 as the narrow task did at 400 (the same
+jump, about 2.3x later), so the motion count delays the time and does not stop it. The camera
+delays it longer: ``cameras`` run on has not turned by step 1100 (2.75x the narrow task's steps). A plausible why: the toy
 objects are near-symmetric (four stripes, a light fixed to the object), so a still image says
 little about the azimuth and the prior learns to use the camera only weakly, while sliding,
 circling and swaying move across the image in a direction set by it. A time token that reads the
