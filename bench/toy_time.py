@@ -40,10 +40,11 @@ does: the epsilon loss at t = 0.9 is ~1/40 of the clean-image error it stands fo
 timesteps the top of the schedule, the only place where the time decides the picture, gets almost
 no gradient.
 
-What delays it on the real task is its breadth, the camera and the motion count each (sessions 13-14,
-all with every timestep from [0.8, 1), one thread each, two runs at a time; gap at t = 0.7 / 0.9):
+What delays it on the real task is its breadth, the camera and the motion count each (sessions 13-15,
+all with every timestep from [0.8, 1), one thread each, two runs at a time unless a row says
+otherwise; gap at t = 0.7 / 0.9):
 
-| variant | step 400 | step 600-772 |
+| variant | step 400 | later (step) |
 |---|---|---|
 | default (one camera, two motions) | **+13.8 / +29.4 %** | |
 | ``broad`` (every motion, any camera) | +0.35 / +0.12 % | +0.15 / +0.59 % (700) |
@@ -59,8 +60,8 @@ Two motions at any camera stall like the whole task: the camera's variation alon
 the time back; and so is the motion count alone (``motions``: all seven motions at the one camera),
 but only for a while: run on, ``motions`` turns at step 900 as the narrow task did at 400 (the same
 jump, about 2.3x later), so the motion count delays the time and does not stop it. The camera
-delays it longer: ``cameras`` run on has not turned by step 1100 (2.75x the narrow task's steps). A plausible why: the toy
-objects are near-symmetric (four stripes, a light fixed to the object), so a still image says
+delays it longer: ``cameras`` run on has not turned by step 1100 (2.75x the narrow task's steps).
+A plausible why: the toy objects are near-symmetric (four stripes, a light fixed to the object), so a still image says
 little about the azimuth and the prior learns to use the camera only weakly, while sliding,
 circling and swaying move across the image in a direction set by it. A time token that reads the
 text does not help; giving the camera-time products helps a little (``cameras_outer``) but not by
@@ -86,6 +87,7 @@ CAMERA_DIMS = 16
 def _time_part(labels, n_time: int):
     """The time features of class labels (they follow the camera's numbers)."""
     return labels[:, CAMERA_DIMS:CAMERA_DIMS + n_time]
+
 
 MOVING_PROMPTS = ["a red ball bouncing", "a yellow cone sliding", "a blue cube circling", "a white cylinder swaying",
                   "a green torus growing", "an orange ball sliding", "a purple cone bouncing", "a red cube circling"]
