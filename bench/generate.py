@@ -125,9 +125,9 @@ def toy_probe(args, prompts) -> dict:
     toy prior and, beside it, the analytic prior (the ceiling) and the analytic prior blind to time."""
     from scene4d.generate import probe
     from scene4d.generate import toyworld as tw
-    from scene4d.generate.priors import load_analytic, load_toy
+    from scene4d.generate.priors import load_analytic, load_toy_pair
 
-    toy_prior = load_toy(args.prior)
+    toy_prior = load_toy_pair(args.prior, args.video_prior or "default")
     out = {}
     for split, plist in prompts.items():
         moving = [p for p in plist if len(tw.parse_prompt(p).objects) == 1 and tw.parse_prompt(p).objects[0].motion != "still"]
@@ -150,10 +150,10 @@ def toy_probe(args, prompts) -> dict:
 
 def toy_samples(args, prompts) -> dict:
     """Accuracy of the prior's own samples (four cameras x four times, one video group per camera)."""
-    from scene4d.generate.priors import load_toy
+    from scene4d.generate.priors import load_toy_pair
     from scene4d.generate.samples import judge_prompt
 
-    prior = load_toy(args.prior)
+    prior = load_toy_pair(args.prior, args.video_prior or "default")
     out = {}
     for split, plist in prompts.items():
         rows = []
@@ -172,7 +172,14 @@ def toy_samples(args, prompts) -> dict:
     return out
 
 
-def _generate_row(p, seed, args, prior, over=None) -> dict:
+def _video_spec(video_prior):
+    """``--video-prior`` of the bench (a folder list, or none) as generate's spec (None: its default)."""
+    if not video_prior:
+        return None
+    return "none" if video_prior == "none" else f"toy:{video_prior}"
+
+
+def _generate_row(p, seed, args, prior, over=None, video_prior=None) -> dict:
     cfg = load_generate_preset("toy")
     cfg.seed, cfg.preview_every = seed, 0
     if args.threads:  # the same count for every run (generate's default follows the load, its own runs' too)
@@ -183,7 +190,8 @@ def _generate_row(p, seed, args, prior, over=None) -> dict:
         setattr(cfg, k, v)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        res = generate(p, Path(d) / "g", cfg, prior=prior, progress=args.progress, video=False)
+        res = generate(p, Path(d) / "g", cfg, prior=prior, video_prior=video_prior, progress=args.progress,
+                       video=False)
         return dict(res.metrics, seconds=round(time.perf_counter() - t0, 1), prompt=p, seed=seed)
 
 
@@ -225,7 +233,8 @@ def toy(args, prompts) -> dict:
     """Generated scenes per split; beside them the bounds: the analytic prior on the toy world's own
     ground truth (the ceiling, same preset and cameras, guidance 1) and no score distillation."""
     runs = [] if args.no_generate else [
-        ("toy prior", lambda p, s: _generate_row(p, s, args, f"toy:{args.prior}" if args.prior else "toy"))]
+        ("toy prior", lambda p, s: _generate_row(p, s, args, f"toy:{args.prior}" if args.prior else "toy",
+                                                 video_prior=_video_spec(args.video_prior)))]
     if args.ceiling:
         runs.append(("analytic ceiling", lambda p, s: _generate_row(p, s, args, "analytic:toy",
                                                                   {"guidance": 1.0, "video_guidance": 1.0})))
@@ -261,6 +270,9 @@ def main() -> None:
     ap.add_argument("--toy", action="store_true")
     ap.add_argument("--only", default=None, help="--analytic: only the run whose name starts so (static, dynamic)")
     ap.add_argument("--prior", default=None, help="toy prior folder (default: the shipped one)")
+    ap.add_argument("--video-prior", default=None,
+                    help="time expert folders (train-toy --video-camera), comma-separated, paired with the toy "
+                         "prior; none: the toy prior alone (default: the shipped expert with the shipped prior)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--size", type=int, default=64)

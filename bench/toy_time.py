@@ -120,6 +120,10 @@ def x0_errors(prior, x0, cams, times, prompts, T, variants, seeds=2, group=None)
                 xt = a.sqrt() * x0 + (1 - a).sqrt() * n
                 eps = prior.unet_eps(xt.flatten(0, 1), torch.full((B * G,), T), st, prior.class_labels(cams, tt),
                                      group).view_as(xt)
+                if prior.prediction_type != "epsilon":
+                    from diffusion_prior.image import to_epsilon
+
+                    eps = to_epsilon(eps, xt, a, prior.prediction_type)
                 est = ((xt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
                 e += float((est - x0).pow(2).mean()) / seeds
             out[name] = e

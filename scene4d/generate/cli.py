@@ -47,8 +47,11 @@ def generate(
         prior: image / multi-view prior: toy (embedded), toy:PATH, analytic:SCENE (targets rendered
             from a scene folder or .ply), analytic:toy (a toy prompt's own ground truth: the toy
             prior's ceiling; use --guidance 1), sd:PATH, mvdream:PATH (diffusers folders).
-        video_prior: video prior: zeroscope:PATH, animatediff:SD_PATH,ADAPTER_PATH, svd:PATH (the toy and
-            analytic priors are their own video priors).
+        video_prior: video prior: zeroscope:PATH, animatediff:SD_PATH,ADAPTER_PATH, svd:PATH; or
+            time experts paired with the toy prior (video steps from their cameras): toy (the
+            shipped one, the default with the shipped toy prior), toy:DIR[,DIR2] (from `scene4d
+            prior train-toy --video-camera`), none (the toy prior alone, its own video prior, as
+            the analytic prior is).
         image: a reference image (image-to-4D): seen from the front camera at t = 0.
         negative: negative prompt.
         guidance: classifier-free guidance scale (diffusers' form).
@@ -128,6 +131,7 @@ def prior_sample(
     /,
     out: Path = Path("samples.png"),
     prior: str = "toy",
+    video_prior: Optional[str] = None,
     views: int = 4,
     times: int = 4,
     steps: int = 50,
@@ -142,6 +146,10 @@ def prior_sample(
         prompt: the prompt.
         out: the PNG grid to write.
         prior: toy (embedded) or toy:PATH.
+        video_prior: time experts paired with the prior: toy (the shipped one, the default with
+            the shipped prior), toy:DIR[,DIR2] (from train-toy --video-camera) or none. With
+            experts each row is a video (one camera, --times frames), the first row at the first
+            expert's camera, where it knows time.
         views: cameras (rows), 360/views degrees apart.
         times: scene times (columns), from 0 to 1.
         steps: sampling steps (DDIM with eta = 1: ancestral, the clean samples).
@@ -155,33 +163,49 @@ def prior_sample(
     from ..media import write_image
     from .errors import GenerateError
     from .objective import orbit_camera
-    from .priors import load_toy, parse_spec
+    from diffusion_prior.experts import expert_cameras
+
+    from .priors import default_experts, load_toy_pair, parse_spec
     from .toyworld import CAMERA_DISTANCE, FOV_DEG, ToyPromptError, parse_prompt
 
     _at_least("--views", views, 1)
     _at_least("--times", times, 1)
     _at_least("--steps", steps, 1)
     kind, path = parse_spec(prior, "--prior", ("toy",))
+    expert = default_experts(path)
+    if video_prior:
+        vkind, expert = parse_spec(video_prior, "--video-prior", ("toy", "none"))
+        if vkind == "toy" and expert is None:
+            expert = default_experts(path)
+            if expert is None:
+                raise UsageError("--video-prior toy: no time expert ships here; pass toy:DIR[,DIR2]")
     try:
         parse_prompt(prompt)
     except ToyPromptError as e:
         raise GenerateError(str(e)) from None
-    p = load_toy(path)
+    p = load_toy_pair(path, expert)
     G = p.group_size
-    if views % G and G % views:
+    az0, el = 20.0, 15.0
+    if expert is not None:  # video rows: one group per camera, its times in order
+        if times != G:
+            raise UsageError(f"--times must be {G} with a time expert (each row is one video group of {G} frames)")
+        first = expert_cameras(p)[0]
+        az0, el = float(first["azimuth"]), float(first["elevation"])
+    elif views % G and G % views:
         raise UsageError(f"--views must divide or be a multiple of the prior's group of {G}")
-    cams, ts = [], []
-    for j in range(times):
-        t = j / max(times - 1, 1)
-        for i in range(views):
-            w, _ = orbit_camera(360.0 * i / views + 20.0, 15.0, CAMERA_DISTANCE, FOV_DEG, p.native_size)
-            cams.append(w)
-            ts.append(t)
-    w2c = torch.stack(cams).reshape(-1, views, 4, 4)  # one group per time: the views of one moment
-    tt = torch.tensor(ts).reshape(-1, views)
-    imgs = p.sample(prompt, w2c, tt, steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed))
+    cams = torch.stack([torch.stack([orbit_camera(360.0 * i / views + az0, el, CAMERA_DISTANCE, FOV_DEG,
+                                                  p.native_size)[0] for i in range(views)])] * times, 1)
+    tt = torch.tensor([j / max(times - 1, 1) for j in range(times)]).expand(views, times)  # (views, times)
+    if expert is None:  # one group per time: the views of one moment
+        cams, tt = cams.transpose(0, 1).reshape(-1, views, 4, 4), tt.T.reshape(-1, views)
+    imgs = p.sample(prompt, cams, tt.contiguous(), steps=steps, guidance_scale=guidance,
+                    generator=torch.Generator().manual_seed(seed))
     imgs = torch.nn.functional.interpolate(imgs.flatten(0, 1), size=(size, size), mode="nearest")
-    imgs = imgs.reshape(times, views, 3, size, size).permute(1, 3, 0, 4, 2).reshape(views * size, times * size, 3)
+    if expert is None:  # (times, views) -> rows = views
+        imgs = imgs.reshape(times, views, 3, size, size).permute(1, 3, 0, 4, 2)
+    else:
+        imgs = imgs.reshape(views, times, 3, size, size).permute(0, 3, 1, 4, 2)
+    imgs = imgs.reshape(views * size, times * size, 3)
     write_image(Path(out), imgs)
     print(f"wrote {out}: {views} views (rows) x {times} times (columns) of {prompt!r}")
 
@@ -207,6 +231,12 @@ def prior_train_toy(
     high_t_share: float = 0.0,
     high_t_from: float = 0.5,
     ema: float = 0.999,
+    channels: str = "32,64,128",
+    heads: int = 8,
+    prediction_type: str = "epsilon",
+    p_two_objects: float = 0.35,
+    p_drop_camera: float = 0.1,
+    video_camera: Optional[str] = None,
 ) -> None:
     """Train the embedded toy prior on the toy world (data rendered on the fly with fixed seeds).
     Hours on a 2-core CPU: it checkpoints every --checkpoint-every steps and on Ctrl-C/SIGTERM, and
@@ -237,6 +267,15 @@ def prior_train_toy(
         high_t_from: where the top of the schedule starts, as a fraction.
         ema: decay of the weights' moving average (the shipped weights are the average); with
             --init it starts from the init weights at this decay, with no young start.
+        channels: the U-Net's channels per level, comma-separated.
+        heads: attention heads per layer (1 trains ~3x faster on a CPU).
+        prediction_type: what the U-Net predicts: epsilon or v_prediction (better at the top of
+            the schedule, where a time expert works).
+        p_two_objects: share of groups showing two objects with a relation.
+        p_drop_camera: share of groups whose camera is dropped (classifier-free guidance).
+        video_camera: AZIMUTH,ELEVATION in degrees: train a time expert instead -- every group a
+            video at this one camera (use with --high-t-share 1 --high-t-from 0.8; generate pairs it
+            with the multi-view prior through --video-prior toy:DIR).
     """
     import torch
 
@@ -251,9 +290,32 @@ def prior_train_toy(
             raise UsageError(f"{flag} is a fraction in [0, 1], got {v}")
     if not 0 <= ema < 1:
         raise UsageError(f"--ema is a decay in [0, 1), got {ema}")
+    def numbers(flag, text, n=None):
+        try:
+            vals = tuple(float(v) for v in str(text).split(","))
+        except ValueError:
+            vals = ()
+        if not vals or (n is not None and len(vals) != n):
+            raise UsageError(f"{flag} takes {n or 'some'} comma-separated numbers, got {text!r}")
+        return vals
+
+    chans = tuple(int(v) for v in numbers("--channels", channels))
+    if any(c < 8 or c % 8 for c in chans):
+        raise UsageError(f"--channels are multiples of 8 (the group norm's groups), got {channels!r}")
+    cam = numbers("--video-camera", video_camera, 2) if video_camera is not None else None
+    if cam is not None and not -90 <= cam[1] <= 90:
+        raise UsageError(f"--video-camera is AZIMUTH,ELEVATION in degrees; the elevation must be within [-90, 90], "
+                         f"got {cam[1]:g}")
+    for flag, v in (("--p-two-objects", p_two_objects), ("--p-drop-camera", p_drop_camera)):
+        if not 0 <= v <= 1:
+            raise UsageError(f"{flag} is a fraction in [0, 1], got {v}")
     if threads:
         torch.set_num_threads(threads)
-    cfg = ToyTrainConfig(steps=steps, batch=batch, seed=seed, checkpoint_every=checkpoint_every, lr=lr,
+    _at_least("--heads", heads, 1)
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise UsageError(f"--prediction-type is epsilon or v_prediction, got {prediction_type!r}")
+    cfg = ToyTrainConfig(steps=steps, channels=chans, heads=heads, prediction_type=prediction_type, p_two_objects=p_two_objects,
+                         p_drop_camera=p_drop_camera, video_camera=cam, batch=batch, seed=seed, checkpoint_every=checkpoint_every, lr=lr,
                          warmup=warmup, high_t_share=high_t_share, high_t_from=high_t_from, ema=ema,
                          ema_warmup=init is None, chunk_groups=chunk_groups, initial_chunks=initial_chunks, steps_per_chunk=steps_per_chunk,
                          buffer_chunks=buffer_chunks)
@@ -289,6 +351,11 @@ def prior_info(path: Optional[Path] = None, /) -> None:
     print(f"prior folder {folder}:")
     for sub in sorted(p for p in folder.iterdir()):
         print(f"  {sub.name}{'/' if sub.is_dir() else ''}")
+    cfg_file = folder / "scene4d_prior.json"
+    expert = json.loads(cfg_file.read_text()).get("time_expert") if cfg_file.is_file() else None
+    if expert:
+        print(f"a time expert: video clips from azimuth {expert['azimuth']:g}, elevation {expert['elevation']:g} "
+              f"degrees, timesteps >= {expert['t_from']:g} x T; pair it with the toy prior: --video-prior toy:{folder}")
     rec = folder / "training.json"
     if rec.is_file():
         r = json.loads(rec.read_text())

@@ -60,6 +60,11 @@ class GenerateConfig:
     the image steps' schedule). Where an object is at a time is decided at high noise: below about
     t = 0.6 the toy prior's clean-image estimate of a noised still clip stays still (measured), so
     its video steps score motion only up there."""
+    video_cameras: Optional[List[Tuple[float, float]]] = None
+    """[azimuth, elevation] pairs in degrees: each video step's camera is one of them, drawn at
+    random (None: a random camera, as the multi-view steps). Time experts (``--video-prior
+    toy:DIR[,DIR2]`` from ``train-toy --video-camera``) set them to their own cameras, and
+    ``video_t_min`` / ``video_t_max`` to their part of the schedule, unless the preset gives them."""
     weighting: str = "sds"
     grad_clip: Optional[float] = None
     elevation: Tuple[float, float] = (0.0, 30.0)
@@ -188,6 +193,8 @@ def load_generate_preset(name: Union[str, Path], field_kind: Optional[str] = Non
     for k in ("elevation", "radius", "fov", "background"):
         if k in g:
             g[k] = tuple(g[k])
+    if g.get("video_cameras") is not None:
+        g["video_cameras"] = [tuple(c) for c in g["video_cameras"]]
     cfg = GenerateConfig(**g, densify=DensifyConfig(**d.get("densify", {})))
     kind = field_kind or d.get("field", "nodes")
     if kind not in FIELD_CONFIGS:
@@ -217,6 +224,10 @@ def check_ranges(cfg: GenerateConfig, where: str) -> None:
         raise PresetError(f"{where}: 'generate.anneal' is {cfg.anneal!r}; choose none, linear, sqrt or deterministic")
     if cfg.weighting not in ("sds", "uniform", "fantasia3d"):
         raise PresetError(f"{where}: 'generate.weighting' is {cfg.weighting!r}; choose sds, uniform or fantasia3d")
+    if cfg.video_cameras is not None and (not cfg.video_cameras or any(
+            len(c) != 2 or not -90 <= c[1] <= 90 for c in cfg.video_cameras)):
+        raise PresetError(f"{where}: 'generate.video_cameras' is {[list(c) for c in cfg.video_cameras]}; give a list "
+                          "of [azimuth, elevation] pairs in degrees (elevations within [-90, 90]), or null")
     for k in ("elevation", "radius", "fov"):
         a, b = getattr(cfg, k)
         if a > b:
@@ -237,4 +248,6 @@ def config_from_json(d: dict) -> GenerateConfig:
     d["deformation"] = None if d.get("deformation") is None else config_from_dict(d["deformation"])
     for k in ("elevation", "radius", "fov", "background"):
         d[k] = tuple(d[k])
+    if d.get("video_cameras") is not None:
+        d["video_cameras"] = [tuple(c) for c in d["video_cameras"]]
     return GenerateConfig(**d)

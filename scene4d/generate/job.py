@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from cameras import Cameras
+from diffusion_prior.experts import expert_meta
 
 from ..field import Scene4D, init_params
 from ..render import render_split
@@ -28,7 +29,7 @@ from ..train.state import read_checkpoint
 from .config import GenerateConfig, config_from_json, config_to_json
 from .errors import GenerateError
 from .objective import ScoreDistillation, orbit_camera
-from .priors import load_image_prior, load_video_prior, parse_spec
+from .priors import default_experts, load_image_prior, load_video_prior, parse_spec
 
 RELATION_WORDS = ("next to", "on top of", "beside", "behind")
 
@@ -159,6 +160,8 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     elif cfg.threads:
         torch.set_num_threads(cfg.threads)
     kind, prior_path = parse_spec(prior, "--prior", ("toy", "analytic", "sd", "mvdream"))
+    if video_prior is None and kind == "toy" and default_experts(prior_path):
+        video_prior = "toy"  # the shipped time expert beside the shipped prior
     torch_threads = None
     if device.type == "cpu" and not cfg.threads and kind != "analytic":
         # a neural prior's U-Net is the run's time: every idle core for torch (a resumed run keeps the
@@ -183,6 +186,9 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
             raise GenerateError(f"--image {image}: no such file")
     img_prior = load_image_prior(prior, device, allow_cpu, toy_scene=toy_scene)
     vid_prior = load_video_prior(video_prior, device, allow_cpu) if video_prior else None
+    if isinstance(vid_prior, list) or (vid_prior is not None and expert_meta(vid_prior) is not None):
+        vid_prior = _pair_with_experts(img_prior, vid_prior if isinstance(vid_prior, list) else [vid_prior],
+                                       video_prior, cfg)
     if vid_prior is None and img_prior.kind in ("multiview", "analytic") and getattr(img_prior, "needs_times", False):
         vid_prior = img_prior  # one model is image, multi-view and video prior (the toy prior; the analytic one)
     if vid_prior is not None and vid_prior.kind not in ("video", "image_to_video", "multiview", "analytic"):
@@ -256,6 +262,27 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     if res.steps >= cfg.iters and video:
         vid = write_orbit(res.scene, out / "orbit.mp4", cfg, center, scale)
     return GenerateResult(out, res.scene, res.steps, time.perf_counter() - t0, res.metrics, vid)
+
+
+def _pair_with_experts(img_prior, experts, spec: str, cfg: GenerateConfig):
+    """Time experts as the video prior: paired with the multi-view prior (:mod:`diffusion_prior.experts`);
+    their cameras and their part of the schedule become the video steps' unless the preset sets them."""
+    from diffusion_prior import PriorError
+    from diffusion_prior.experts import TimeExpertPrior
+
+    if img_prior.kind != "multiview":
+        raise GenerateError(f"--video-prior {spec}: a time expert pairs with a multi-view --prior (the toy prior), "
+                            f"not with this {img_prior.kind} prior")
+    try:
+        pair = TimeExpertPrior(img_prior, experts)
+    except PriorError as e:
+        raise GenerateError(f"--video-prior {spec}: {e}") from None
+    if cfg.video_cameras is None:
+        cfg.video_cameras = [(float(m["azimuth"]), float(m["elevation"])) for m in pair.metas]
+    if cfg.video_t_min is None:
+        cfg.video_t_min = max(pair.t_from)
+        cfg.video_t_max = max(cfg.video_t_min, cfg.t_max)
+    return pair
 
 
 # ----------------------------------------------------------------------------- outputs

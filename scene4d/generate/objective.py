@@ -130,6 +130,9 @@ class ScoreDistillation:
             # G times over (nearly) the whole clip, in order, jittered so every moment gets scored
             t_first, t_last = self._uniform(0.0, 0.15), self._uniform(0.85, 1.0)
             ts = [t_first + (t_last - t_first) * i / (G - 1) for i in range(G)]
+            if c.video_cameras:  # e.g. the time experts' own cameras
+                pick = int(torch.randint(len(c.video_cameras), (1,), generator=self.generator))
+                az0, el = (float(v) for v in c.video_cameras[pick])
             w2c, K = self._camera(az0, el, radius, fov, size)
             cam = Cameras(K[None], w2c[None], size, size).to(device=ctx.scene.device)
             frames = [ctx.render(t, cam, background=bg).rgb[0] for t in ts]  # G x (H, W, 3)

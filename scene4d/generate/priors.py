@@ -27,9 +27,12 @@ ASSETS = (Path(__file__).resolve().parent.parent / "assets_data").resolve()
 """The top-level ``assets/`` folder (``scene4d/assets_data`` links to it; a wheel carries its files)."""
 
 TOY_PRIOR_DIR = ASSETS / "toy_prior"
+TOY_EXPERT_DIR = ASSETS / "toy_time_expert"
+"""The shipped time expert (:mod:`diffusion_prior.experts`), paired with the shipped toy prior by
+default (``--video-prior toy``; ``--video-prior none``: the toy prior alone)."""
 
 IMAGE_KINDS = ("toy", "analytic", "sd", "mvdream")
-VIDEO_KINDS = ("toy", "zeroscope", "modelscope", "animatediff", "svd")
+VIDEO_KINDS = ("toy", "none", "zeroscope", "modelscope", "animatediff", "svd")
 
 
 def parse_spec(spec: str, flag: str, kinds: Tuple[str, ...]) -> Tuple[str, Optional[str]]:
@@ -40,8 +43,8 @@ def parse_spec(spec: str, flag: str, kinds: Tuple[str, ...]) -> Tuple[str, Optio
         where = f" ({kind} is a {'video' if kind in VIDEO_KINDS else 'image'} prior: pass it as {other})" \
             if kind in IMAGE_KINDS + VIDEO_KINDS else ""
         raise PriorSpecError(f"{flag} {spec!r}: unknown prior kind {kind!r}{where}; choose one of "
-                             f"{', '.join(k + (':PATH' if k not in ('toy',) else '[:PATH]') for k in kinds)}")
-    if kind not in ("toy",) and not path:
+                             f"{', '.join(k + ('' if k == 'none' else ':PATH' if k != 'toy' else '[:PATH]') for k in kinds)}")
+    if kind not in ("toy", "none") and not path:
         raise PriorSpecError(f"{flag} {spec!r}: {kind} needs a path, e.g. {flag} {kind}:/path/to/folder")
     return kind, (path or None)
 
@@ -60,6 +63,30 @@ def load_toy(path: Optional[str] = None, device="cpu"):
     if (folder / "prior").is_dir() and not (folder / "unet").is_dir():
         folder = folder / "prior"  # the train-toy output folder itself
     return MultiViewPrior.from_pretrained(folder, device=device)
+
+
+def default_experts(path: Optional[str]) -> Optional[str]:
+    """The time experts paired with toy prior ``path`` by default: the shipped one with the shipped
+    prior (None with a prior of your own, or where none ships)."""
+    return str(TOY_EXPERT_DIR) if path is None and TOY_EXPERT_DIR.is_dir() else None
+
+
+def load_toy_pair(path: Optional[str] = None, experts: Optional[str] = "default", device="cpu"):
+    """The toy prior, paired with the time experts in ``experts`` (folders, comma-separated;
+    "default": :func:`default_experts`; None or "none": the toy prior alone)
+    (:class:`diffusion_prior.experts.TimeExpertPrior`)."""
+    base = load_toy(path, device)
+    if experts == "default":
+        experts = default_experts(path)
+    if not experts or experts == "none":
+        return base
+    from diffusion_prior import PriorError
+    from diffusion_prior.experts import TimeExpertPrior
+
+    try:
+        return TimeExpertPrior(base, [load_toy(e, device) for e in experts.split(",")])
+    except PriorError as e:
+        raise PriorSpecError(f"time expert {experts}: {e}") from None
 
 
 class SceneTarget:
@@ -127,7 +154,15 @@ def load_image_prior(spec: str, device="cpu", allow_cpu: bool = False, toy_scene
 
 
 def load_video_prior(spec: str, device="cpu", allow_cpu: bool = False):
+    """The ``--video-prior``: ``toy`` is the shipped time expert (the toy prior itself where none
+    ships), ``toy:DIR1,DIR2`` (several time experts) gives a list, ``none`` gives None."""
     kind, path = parse_spec(spec, "--video-prior", VIDEO_KINDS)
+    if kind == "none":
+        return None
+    if kind == "toy" and path and "," in path:  # several time experts (one per camera)
+        return [load_toy(p, device) for p in path.split(",")]
+    if kind == "toy" and path is None and TOY_EXPERT_DIR.is_dir():
+        return load_toy(str(TOY_EXPERT_DIR), device)
     if kind == "toy":
         return load_toy(path, device)
     from diffusion_prior import loading

@@ -16,13 +16,15 @@ a newly trained toy prior (``bench/generate.py --toy --probe``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from diffusion_prior.experts import expert_cameras
+
 from . import toyworld as tw
-from .samples import SAMPLE_TIMES, video_cameras
+from .samples import SAMPLE_ELEVATION, SAMPLE_TIMES, video_cameras
 
 PROBE_MOTIONS: Tuple[str, ...] = tuple(m for m in tw.MOTIONS if m != "still")
 
@@ -40,12 +42,23 @@ class MotionPull:
     """The motion with the highest cosine."""
 
 
-def motion_pull(prior, prompt: str, *, samples: int = 32, t_range: Tuple[float, float] = (0.5, 0.98),
-                guidance: float = 5.0, azimuth: float = 20.0, times: Sequence[float] = SAMPLE_TIMES,
+def motion_pull(prior, prompt: str, *, samples: int = 32, t_range: Optional[Tuple[float, float]] = None,
+                guidance: float = 5.0, azimuth: Optional[float] = None, times: Sequence[float] = SAMPLE_TIMES,
                 size: int = 0, seed: int = 0) -> MotionPull:
     """The SDS pull of ``prior`` on a static clip of a one-object toy ``prompt`` (see the module
     docstring). ``samples`` groups (noise draws and timesteps from ``t_range``) are averaged;
-    ``size`` is the render size (0: the prior's own, 32 for a prior that takes any)."""
+    ``size`` is the render size (0: the prior's own, 32 for a prior that takes any). The camera
+    (``azimuth``, default 20 degrees) and ``t_range`` (default 0.5-0.98) are the first time
+    expert's own when the prior has experts, as ``generate``'s video steps are."""
+    metas = expert_cameras(prior)
+    elevation = SAMPLE_ELEVATION
+    if metas:
+        meta = metas[0]
+        elevation = float(meta["elevation"])
+        azimuth = float(meta["azimuth"]) if azimuth is None else azimuth
+        t_range = (float(meta["t_from"]), 0.98) if t_range is None else t_range
+    azimuth = 20.0 if azimuth is None else azimuth
+    t_range = (0.5, 0.98) if t_range is None else t_range
     scene = tw.parse_prompt(prompt)
     if len(scene.objects) != 1:
         raise ValueError(f"motion_pull: one-object prompts only, got {prompt!r}")
@@ -55,8 +68,9 @@ def motion_pull(prior, prompt: str, *, samples: int = 32, t_range: Tuple[float, 
     if len(times) != G:
         raise ValueError(f"motion_pull: the prior's groups hold {G} frames, got {len(times)} times")
     size = size or int(getattr(prior, "native_size", 0)) or 32
-    cams = video_cameras(size, azimuths=(azimuth,), times=times)
-    frozen = video_cameras(size, azimuths=(azimuth,), times=[0.5] * G)  # the same views, every frame at mid-clip
+    cams = video_cameras(size, azimuths=(azimuth,), times=times, elevation=elevation)
+    # the same views, every frame at mid-clip
+    frozen = video_cameras(size, azimuths=(azimuth,), times=[0.5] * G, elevation=elevation)
     static = tw.render_gt(scene, frozen).clamp(0, 1).permute(0, 3, 1, 2)  # (G, 3, s, s)
     changes = {}
     for m in PROBE_MOTIONS:

@@ -5,17 +5,22 @@ at four times, the layout the video step of ``generate`` scores), so the classif
 kind of clip it reads off a generated scene: colour from the hue, shape from the silhouettes at
 known cameras, motion from the centroid track and texture phase. Samples carry no exact background
 (a sampled white is never exactly white), so the background is read from each frame's border.
+
+A prior paired with time experts (:mod:`diffusion_prior.experts`) knows time at the experts'
+cameras only: its four cameras start at the first one, and the motion is read from the clips of
+the experts' cameras (colour and shape from all four).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from cameras import Cameras
+from diffusion_prior.experts import expert_cameras
 
 from . import toyworld as tw
 
@@ -34,21 +39,36 @@ class SampleJudgement:
 
 
 def video_cameras(size: int, azimuths: Sequence[float] = SAMPLE_AZIMUTHS,
-                  times: Sequence[float] = SAMPLE_TIMES) -> Cameras:
+                  times: Sequence[float] = SAMPLE_TIMES, elevation: float = SAMPLE_ELEVATION) -> Cameras:
     """len(azimuths) x len(times) toy-world cameras, camera-major (each camera's times together)."""
     views = tw.camera_from_angles(torch.tensor(azimuths, dtype=torch.float32),
-                                  torch.full((len(azimuths),), SAMPLE_ELEVATION), size=size)
+                                  torch.full((len(azimuths),), float(elevation)), size=size)
     return tw.grid_cameras(views, times)
+
+
+def sample_views(prior) -> Tuple[Tuple[float, ...], float, Tuple[int, ...]]:
+    """The sampled cameras' azimuths and elevation (four, 90 degrees apart, from the first time
+    expert's camera when the prior has experts) and which of them are an expert's camera."""
+    metas = expert_cameras(prior)
+    if not metas:
+        return SAMPLE_AZIMUTHS, SAMPLE_ELEVATION, ()
+    az0, el = float(metas[0]["azimuth"]), float(metas[0]["elevation"])
+    azs = tuple(az0 + 90.0 * i for i in range(4))
+    owned = tuple(i for i, a in enumerate(azs) if any(
+        abs((a - float(m["azimuth"]) + 180.0) % 360.0 - 180.0) < 1e-3 and abs(el - float(m["elevation"])) < 1e-3
+        for m in metas))
+    return azs, el, owned
 
 
 def sample_video(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0,
                  times: Sequence[float] = SAMPLE_TIMES) -> Tuple[Tensor, Cameras]:
     """(views * times, s, s, 3) frames in [0, 1] and their cameras: the prior's samples of
-    ``prompt`` as one video group per camera."""
+    ``prompt`` as one video group per camera (:func:`sample_views`)."""
     G = prior.group_size
     if len(times) != G:
         raise ValueError(f"sample_video: the prior's groups hold {G} frames, got {len(times)} times")
-    cams = video_cameras(prior.native_size, times=times)
+    az, el, _ = sample_views(prior)
+    cams = video_cameras(prior.native_size, az, times, el)
     n = len(cams) // G
     w2c = cams.world_to_camera.reshape(n, G, 4, 4)
     tt = cams.times.reshape(n, G)
@@ -65,8 +85,10 @@ def frame_backgrounds(frames: Tensor) -> Tensor:
     return border.median(1).values
 
 
-def judge(frames: Tensor, cameras: Cameras, scene: "tw.ToyScene") -> Tuple[Dict[str, float], str]:
-    """Attribute accuracy of a sampled clip of ``scene`` and what it was read as. Each group is
+def judge(frames: Tensor, cameras: Cameras, scene: "tw.ToyScene", motion_frames: Optional[Sequence[int]] = None
+          ) -> Tuple[Dict[str, float], str]:
+    """Attribute accuracy of a sampled clip of ``scene`` and what it was read as (the motion from
+    the frames ``motion_frames`` only when given: the time experts' cameras). Each group is
     sampled apart and may come out on its own tint of background (one in eight is visibly darker):
     every frame is first shifted so that its border matches the clip's median border, else a whole
     darker frame would read as foreground."""
@@ -74,12 +96,20 @@ def judge(frames: Tensor, cameras: Cameras, scene: "tw.ToyScene") -> Tuple[Dict[
     common = fb.median(0).values
     frames = (frames + (common - fb)[:, None, None, :]).clamp(0, 1)
     bg = tuple(float(v) for v in common)
-    if len(scene.objects) == 1:
-        cls = tw.classify(frames, cameras, background=bg)
-        objs = [cls]
-    else:
-        cls = tw.classify_scene(frames, cameras, len(scene.objects), background=bg)
-        objs = list(cls.objects)
+
+    def classify_clip(fr, cams):
+        if len(scene.objects) == 1:
+            c = tw.classify(fr, cams, background=bg)
+            return c, [c]
+        c = tw.classify_scene(fr, cams, len(scene.objects), background=bg)
+        return c, list(c.objects)
+
+    cls, objs = classify_clip(frames, cameras)
+    if motion_frames:
+        idx = torch.tensor(list(motion_frames))
+        _, moving = classify_clip(frames[idx], cameras[idx])
+        objs = [replace(o, motion=m.motion) for o, m in zip(objs, moving)]
+        cls = objs[0] if len(scene.objects) == 1 else replace(cls, objects=tuple(objs))
     read = " / ".join(f"{o.colour} {o.shape} {o.motion}" for o in objs)
     return tw.attribute_accuracy(scene, cls), read
 
@@ -87,5 +117,7 @@ def judge(frames: Tensor, cameras: Cameras, scene: "tw.ToyScene") -> Tuple[Dict[
 def judge_prompt(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0) -> SampleJudgement:
     scene = tw.parse_prompt(prompt)
     frames, cams = sample_video(prior, prompt, seed, steps=steps, guidance=guidance)
-    acc, read = judge(frames, cams, scene)
+    G = prior.group_size
+    owned = sample_views(prior)[2]
+    acc, read = judge(frames, cams, scene, [v * G + j for v in owned for j in range(G)] or None)
     return SampleJudgement(scene.prompt(), seed, acc, read)

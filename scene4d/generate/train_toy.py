@@ -62,6 +62,11 @@ class ToyTrainConfig:
     """Decay of the exponential moving average of the weights (the EMA weights are the ones shipped)."""
     size: int = 32
     channels: Tuple[int, ...] = (32, 64, 128)
+    heads: int = 8
+    """Attention heads per layer (1: ~3x faster on a CPU)."""
+    prediction_type: str = "epsilon"
+    """What the U-Net predicts: "epsilon" or "v_prediction" (a time expert's choice: see
+    :func:`diffusion_prior.toy.new_toy_prior`)."""
     p_drop_text: float = 0.1
     p_drop_camera: float = 0.1
     p_two_objects: float = 0.35
@@ -83,6 +88,12 @@ class ToyTrainConfig:
     uniform draw spends almost all of its gradient on denoising fine detail; a fine-tune that
     teaches time leans on the top (0: the uniform draw, as the shipped run)."""
     high_t_from: float = 0.5
+    video_camera: Optional[Tuple[float, float]] = None
+    """(azimuth, elevation) in degrees: every group is a video group (4 times in order) at this one
+    camera -- a *time expert*, trained with ``high_t_share=1`` on the top of the schedule only, where
+    the time decides the picture (``bench/toy_time.py``: at one camera the time is learned in ~900
+    steps, at any camera not in 1100). It is paired with the multi-view prior, which denoises below
+    ``high_t_from`` (eDiff-I's expert denoisers); None: the three group kinds at any camera."""
     ema_warmup: bool = True
     """The EMA decay starts young ((1 + step) / (10 + step), capped at ``ema``) so a fresh run's
     average forgets its random start; off for a warm start (``--init``), whose start is worth keeping."""
@@ -93,7 +104,8 @@ def _chunk_seed(seed: int, k: int) -> int:
     return (seed * 1_000_003 + k * 7919 + 12345) % (2**62)
 
 
-def render_chunk(seed: int, k: int, n_groups: int, size: int, p_two: float) -> Dict:
+def render_chunk(seed: int, k: int, n_groups: int, size: int, p_two: float,
+                 video_camera: Optional[Tuple[float, float]] = None) -> Dict:
     """Chunk ``k``: ``n_groups`` groups rendered from the seen split, from seed ``(seed, k)`` alone.
     Returns uint8 images (n, G, 3, s, s), float32 cameras (n, G, 4, 4), times (n, G), prompts."""
     from . import toyworld as tw
@@ -106,6 +118,8 @@ def render_chunk(seed: int, k: int, n_groups: int, size: int, p_two: float) -> D
         mode = MODES[int(torch.randint(len(MODES), (1,), generator=gen))]
         az0 = float(torch.rand(1, generator=gen)) * 360.0
         el = float(tw.ELEVATION_DEG[0] + torch.rand(1, generator=gen) * (tw.ELEVATION_DEG[1] - tw.ELEVATION_DEG[0]))
+        if video_camera is not None:
+            mode, az0, el = "times", float(video_camera[0]), float(video_camera[1])
         if mode == "views":
             az = [az0 + 90.0 * i for i in range(GROUP)]
             ts = [float(torch.rand(1, generator=gen))] * GROUP
@@ -162,7 +176,8 @@ class ChunkBuffer:
         while self.pool is not None and self.next_k < upto:
             k = self.next_k
             if k not in self.chunks:
-                self.pending[k] = self.pool.submit(render_chunk, c.seed, k, c.chunk_groups, c.size, c.p_two_objects)
+                self.pending[k] = self.pool.submit(render_chunk, c.seed, k, c.chunk_groups, c.size, c.p_two_objects,
+                                                   c.video_camera)
             self.next_k += 1
 
     def ensure(self, step: int) -> Tuple[int, int]:
@@ -177,7 +192,8 @@ class ChunkBuffer:
                 self.chunks[k] = self.pending.pop(k).result()
             else:
                 c = self.cfg
-                self.chunks[k] = render_chunk(c.seed, k, c.chunk_groups, c.size, c.p_two_objects)
+                self.chunks[k] = render_chunk(c.seed, k, c.chunk_groups, c.size, c.p_two_objects,
+                                                   c.video_camera)
         for k in [k for k in self.chunks if k < lo]:
             del self.chunks[k]
         return lo, hi
@@ -255,10 +271,17 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
         meta = json.loads((ck / "latest.json").read_text())
         saved = meta["config"]
         saved["channels"] = tuple(saved["channels"])
+        if saved.get("video_camera") is not None:
+            saved["video_camera"] = tuple(saved["video_camera"])
         if asdict(cfg) != saved and any(k != "steps" and saved[k] != v for k, v in asdict(cfg).items()):
             print("resuming with the settings the run started with (only --steps may change)")
         cfg = ToyTrainConfig(**{**asdict(ToyTrainConfig()), **saved, "steps": cfg.steps})
-    prior = new_toy_prior(toy_vocabulary(), size=cfg.size, channels=cfg.channels, seed=cfg.seed)
+    prior = new_toy_prior(toy_vocabulary(), size=cfg.size, channels=cfg.channels, seed=cfg.seed, heads=cfg.heads,
+                          prediction_type=cfg.prediction_type)
+    if cfg.video_camera is not None:
+        from diffusion_prior.experts import EXPERT_KEY
+
+        prior.config[EXPERT_KEY] = expert_record(cfg)
     init_record = None
     if init is not None and not resume:
         init_record = _warm_start(prior, Path(init))
@@ -366,6 +389,21 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
         raise KeyboardInterrupt(f"stopped at step {step}/{cfg.steps}; checkpoint and prior saved in {out}. Continue "
                                 f"with: scene4d prior train-toy --out {out} --resume")
     return ToyTrainResult(out / "prior", step, seconds_before + time.perf_counter() - t0, losses)
+
+
+def expert_record(cfg: ToyTrainConfig) -> dict:
+    """The ``time_expert`` record of a run with ``video_camera`` (see :mod:`diffusion_prior.experts`):
+    its camera as the 16 MVDream numbers, how to render from it, and the bottom of its schedule
+    (0 when it was trained on the whole schedule)."""
+    from diffusion_prior.multiview import mvdream_camera
+
+    from . import toyworld as tw
+
+    az, el = (float(v) for v in cfg.video_camera)
+    cam = tw.camera_from_angles(az, el)
+    return {"camera": [round(float(v), 6) for v in mvdream_camera(cam.world_to_camera[0])],
+            "azimuth": az, "elevation": el, "radius": tw.CAMERA_DISTANCE, "fov": tw.FOV_DEG,
+            "t_from": cfg.high_t_from if cfg.high_t_share >= 1 else 0.0}
 
 
 def _warm_start(prior, folder: Path) -> dict:

@@ -184,7 +184,7 @@ def test_shipped_toy_prior_samples_read_as_the_prompt():
 def test_prior_sample_writes_a_grid(tmp_path):
     out = tmp_path / "grid.png"
     assert main(["prior", "sample", "a blue cube spinning", "--out", str(out), "--steps", "4", "--views", "4",
-                 "--times", "2", "--size", "32"]) == 0
+                 "--times", "2", "--size", "32", "--video-prior", "none"]) == 0
     from PIL import Image
 
     assert Image.open(out).size == (2 * 32, 4 * 32)
