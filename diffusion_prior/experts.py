@@ -110,7 +110,7 @@ class TimeExpertPrior(DiffusionPrior):
         out = torch.full((cam.shape[0],), -1, dtype=torch.long)
         for i in reversed(range(len(self.experts))):  # the first listed wins
             at = (cam - self.cameras[i]).abs().amax(-1).le(CAMERA_TOLERANCE).all(-1)
-            out[at & (t.cpu() >= round(self.t_from[i] * T))] = i
+            out[at & (t.cpu() >= round(self.t_from[i] * (T - 1)))] = i  # TimestepSchedule's scaling
         return out
 
     def predict_noise(self, x_t: Tensor, t: Tensor, emb: PromptEmbeds, *, cameras: Optional[Tensor],

@@ -165,7 +165,7 @@ def prior_sample(
     from .objective import orbit_camera
     from diffusion_prior.experts import expert_cameras
 
-    from .priors import default_experts, load_toy_pair, parse_spec
+    from .priors import TOY_EXPERT_DIR, default_experts, load_toy_pair, parse_spec
     from .toyworld import CAMERA_DISTANCE, FOV_DEG, ToyPromptError, parse_prompt
 
     _at_least("--views", views, 1)
@@ -176,9 +176,9 @@ def prior_sample(
     if video_prior:
         vkind, expert = parse_spec(video_prior, "--video-prior", ("toy", "none"))
         if vkind == "toy" and expert is None:
-            expert = default_experts(path)
-            if expert is None:
-                raise UsageError("--video-prior toy: no time expert ships here; pass toy:DIR[,DIR2]")
+            if not TOY_EXPERT_DIR.is_dir():
+                raise UsageError("--video-prior toy: no time expert is installed; pass toy:DIR[,DIR2] or none")
+            expert = str(TOY_EXPERT_DIR)
     try:
         parse_prompt(prompt)
     except ToyPromptError as e:
@@ -188,7 +188,8 @@ def prior_sample(
     az0, el = 20.0, 15.0
     if expert is not None:  # video rows: one group per camera, its times in order
         if times != G:
-            raise UsageError(f"--times must be {G} with a time expert (each row is one video group of {G} frames)")
+            raise UsageError(f"--times must be {G} with a time expert (each row is one video group of {G} frames), "
+                             "or pass --video-prior none")
         first = expert_cameras(p)[0]
         az0, el = float(first["azimuth"]), float(first["elevation"])
     elif views % G and G % views:

@@ -151,7 +151,8 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
             raise GenerateError(f"{out}: the unfinished run there was generating {saved.get('prompt')!r}, not "
                                 f"{prompt!r}; resume it with that prompt, or choose another --out")
         cfg = config_from_json(saved["config"])
-        prior, video_prior, negative = saved["prior"], saved.get("video_prior"), saved.get("negative", "")
+        # a run recorded without a video prior keeps none (the shipped expert's default came later)
+        prior, video_prior, negative = saved["prior"], saved.get("video_prior") or "none", saved.get("negative", "")
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cpu":
         from renderers import configure_cpu_threads
@@ -279,7 +280,7 @@ def _pair_with_experts(img_prior, experts, spec: str, cfg: GenerateConfig):
         raise GenerateError(f"--video-prior {spec}: {e}") from None
     if cfg.video_cameras is None:
         cfg.video_cameras = [(float(m["azimuth"]), float(m["elevation"])) for m in pair.metas]
-    if cfg.video_t_min is None:
+    if cfg.video_t_min is None and max(pair.t_from) > 0:  # experts of the top of the schedule only
         cfg.video_t_min = max(pair.t_from)
         cfg.video_t_max = max(cfg.video_t_min, cfg.t_max)
     return pair

@@ -44,6 +44,8 @@ def parse_spec(spec: str, flag: str, kinds: Tuple[str, ...]) -> Tuple[str, Optio
             if kind in IMAGE_KINDS + VIDEO_KINDS else ""
         raise PriorSpecError(f"{flag} {spec!r}: unknown prior kind {kind!r}{where}; choose one of "
                              f"{', '.join(k + ('' if k == 'none' else ':PATH' if k != 'toy' else '[:PATH]') for k in kinds)}")
+    if kind == "none" and path:
+        raise PriorSpecError(f"{flag} {spec!r}: none takes no path (it means no separate {flag[2:]})")
     if kind not in ("toy", "none") and not path:
         raise PriorSpecError(f"{flag} {spec!r}: {kind} needs a path, e.g. {flag} {kind}:/path/to/folder")
     return kind, (path or None)

@@ -108,7 +108,10 @@ def judge(frames: Tensor, cameras: Cameras, scene: "tw.ToyScene", motion_frames:
     if motion_frames:
         idx = torch.tensor(list(motion_frames))
         _, moving = classify_clip(frames[idx], cameras[idx])
-        objs = [replace(o, motion=m.motion) for o, m in zip(objs, moving)]
+        # a one-camera read may order two objects otherwise: match them by colour where it can
+        pick = [next((m for m in moving if m.colour == o.colour), moving[i] if i < len(moving) else o)
+                for i, o in enumerate(objs)]
+        objs = [replace(o, motion=m.motion) for o, m in zip(objs, pick)]
         cls = objs[0] if len(scene.objects) == 1 else replace(cls, objects=tuple(objs))
     read = " / ".join(f"{o.colour} {o.shape} {o.motion}" for o in objs)
     return tw.attribute_accuracy(scene, cls), read

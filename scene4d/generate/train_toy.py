@@ -269,7 +269,7 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
     start, seconds_before = 0, 0.0
     if resume:
         meta = json.loads((ck / "latest.json").read_text())
-        saved = meta["config"]
+        saved = {**asdict(ToyTrainConfig()), **meta["config"]}  # a run from before a setting existed: its default
         saved["channels"] = tuple(saved["channels"])
         if saved.get("video_camera") is not None:
             saved["video_camera"] = tuple(saved["video_camera"])

@@ -86,7 +86,7 @@ def test_the_pair_routes_each_group_to_its_owner(folders):
                                                        cameras=cams[:1], times=times[:1])[0][0])
 
 
-def test_a_prior_that_is_not_an_expert_is_refused(folders, capsys):
+def test_a_prior_that_is_not_an_expert_is_refused(folders):
     from scene4d.generate.priors import load_toy_pair
 
     with pytest.raises(ValueError, match="not a time expert"):
@@ -106,7 +106,7 @@ def test_generate_scores_video_steps_at_the_experts_camera(tmp_path, folders, mo
 
     monkeypatch.setattr(TimeExpertPrior, "predict_noise", spy)
     cfg = load_generate_preset("toy")
-    cfg.iters, cfg.static_share, cfg.video_prob, cfg.preview_every = 6, 0.5, 1.0, 0
+    cfg.static_share, cfg.video_prob, cfg.preview_every = 0.5, 1.0, 0
     cfg.init_points, cfg.threads = 200, 1
     cfg.iters = 16
     res = generate("a red ball bouncing", tmp_path / "g", cfg, prior=f"toy:{folders[0]}",
@@ -186,3 +186,23 @@ def test_the_shipped_expert_is_the_default_beside_the_shipped_prior(tmp_path):
     assert TOY_EXPERT_DIR.is_dir()
     j = judge_prompt(pair, "a yellow cone sliding", seed=0, steps=25)
     assert j.accuracy == {"colour": 1.0, "shape": 1.0, "motion": 1.0}, j.read_as
+
+
+def test_a_run_from_before_the_new_settings_resumes(tmp_path):
+    """A train-toy checkpoint whose config lacks settings added later resumes with their defaults."""
+    train_toy_prior(tmp_path / "a", ToyTrainConfig(steps=2, batch=1, chunk_groups=1, initial_chunks=1,
+                                                   steps_per_chunk=1, buffer_chunks=1, checkpoint_every=1,
+                                                   warmup=1, channels=(8, 16)), progress=False, stop_at=1)
+    latest = tmp_path / "a" / "checkpoints" / "latest.json"
+    meta = json.loads(latest.read_text())
+    for k in ("heads", "prediction_type", "video_camera"):
+        del meta["config"][k]
+    latest.write_text(json.dumps(meta))
+    res = train_toy_prior(tmp_path / "a", ToyTrainConfig(steps=2), progress=False, resume=True)
+    assert res.steps == 2
+
+
+def test_video_prior_none_takes_no_path(tmp_path, capsys):
+    assert main(["generate", "a red ball bouncing", "--video-prior", "none:/x", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "none takes no path" in err and "Traceback" not in err
