@@ -42,6 +42,14 @@ def expert_meta(prior) -> Optional[dict]:
     return (getattr(prior, "config", None) or {}).get(EXPERT_KEY)
 
 
+def seen_by(metas: Sequence[dict], world_to_camera: Tensor) -> Tensor:
+    """(..., 4, 4) cameras -> (..., E) bool: whether each is expert ``e``'s camera (its MVDream
+    numbers within :data:`CAMERA_TOLERANCE`), for the ``time_expert`` records ``metas``."""
+    cams = torch.tensor([m["camera"] for m in metas], dtype=torch.float32)  # (E, 16)
+    got = mvdream_camera(world_to_camera.float().cpu())[..., None, :]  # (..., 1, 16)
+    return (got - cams).abs().amax(-1) <= CAMERA_TOLERANCE
+
+
 def expert_cameras(prior) -> List[dict]:
     """The time-expert records a prior carries: one for an expert folder, one per expert for a
     :class:`TimeExpertPrior`, none for any other prior."""
@@ -77,7 +85,6 @@ class TimeExpertPrior(DiffusionPrior):
                 raise PriorError("the time expert and the prior use different noise schedules")
         self.base, self.experts = base, experts
         self.metas = [dict(expert_meta(e)) for e in experts]
-        self.cameras = torch.tensor([m["camera"] for m in self.metas], dtype=torch.float32)  # (E, 16)
         self.t_from = [float(m["t_from"]) for m in self.metas]
         self.native_size = base.native_size
         self.group_size = base.group_size
@@ -106,11 +113,10 @@ class TimeExpertPrior(DiffusionPrior):
         """(B,) long: the expert that answers each group (its index; -1: the base), i.e. the first
         expert whose camera sees every image of the group, if the timestep is in its part."""
         T = len(self.alphas_cumprod)
-        cam = mvdream_camera(cameras.float().cpu())  # (B, G, 16)
-        out = torch.full((cam.shape[0],), -1, dtype=torch.long)
+        at = seen_by(self.metas, cameras).all(1)  # (B, E): every image of the group
+        out = torch.full((at.shape[0],), -1, dtype=torch.long)
         for i in reversed(range(len(self.experts))):  # the first listed wins
-            at = (cam - self.cameras[i]).abs().amax(-1).le(CAMERA_TOLERANCE).all(-1)
-            out[at & (t.cpu() >= round(self.t_from[i] * (T - 1)))] = i  # TimestepSchedule's scaling
+            out[at[:, i] & (t.cpu() >= round(self.t_from[i] * (T - 1)))] = i  # TimestepSchedule's scaling
         return out
 
     def predict_noise(self, x_t: Tensor, t: Tensor, emb: PromptEmbeds, *, cameras: Optional[Tensor],

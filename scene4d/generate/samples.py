@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from cameras import Cameras
-from diffusion_prior.experts import expert_cameras
+from diffusion_prior.experts import expert_cameras, seen_by
 
 from . import toyworld as tw
 
@@ -54,9 +54,8 @@ def sample_views(prior) -> Tuple[Tuple[float, ...], float, Tuple[int, ...]]:
         return SAMPLE_AZIMUTHS, SAMPLE_ELEVATION, ()
     az0, el = float(metas[0]["azimuth"]), float(metas[0]["elevation"])
     azs = tuple(az0 + 90.0 * i for i in range(4))
-    owned = tuple(i for i, a in enumerate(azs) if any(
-        abs((a - float(m["azimuth"]) + 180.0) % 360.0 - 180.0) < 1e-3 and abs(el - float(m["elevation"])) < 1e-3
-        for m in metas))
+    views = tw.camera_from_angles(torch.tensor(azs), torch.full((len(azs),), el))
+    owned = tuple(int(i) for i in torch.nonzero(seen_by(metas, views.world_to_camera).any(-1)).flatten())
     return azs, el, owned
 
 

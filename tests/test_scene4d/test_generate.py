@@ -17,13 +17,7 @@ from scene4d.io import save_scene
 from scene4d.procedural import moving_spheres_scene
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_offline")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from scene4d.generate import toyworld as tw
 from scene4d.generate.train_toy import ToyTrainConfig, render_chunk, toy_vocabulary, train_toy_prior
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_offline")
 
 
 def _tiny(**kw):
