@@ -102,6 +102,11 @@ class GenerateConfig:
     reference_alpha_weight: float = 100.0
     entities: Optional[int] = None
     """Characters (None: as many as the prompt names, at most 2; 1 keeps one field)."""
+    entity_prob: float = 0.0
+    """With two characters: share of steps (every stage) that render one of them alone, from a camera
+    framing it, and score it with its own part of the prompt ("a red ball bouncing" of "a red ball
+    bouncing next to a blue cube"), so each keeps its own colour and motion (Comp4D's per-entity
+    score distillation); the other steps score the whole scene with the whole prompt."""
     preview_every: int = 200
     checkpoint_every: int = 300
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -127,7 +132,7 @@ _RANGES = {"iters": (1, None), "static_share": (0, 1), "refine_share": (0, 1), "
            "video_t_min": (0, 1), "video_t_max": (0, 1), "init_points": (1, 10_000_000),
            "init_radius": (1e-6, None), "init_opacity": (1e-6, 1 - 1e-6), "sh_degree": (0, 3),
            "motion_strength": (0, None), "preview_every": (0, None), "checkpoint_every": (1, None),
-           "entities": (1, 2), "seed": (0, None), "threads": (1, None)}
+           "entities": (1, 2), "entity_prob": (0, 1), "seed": (0, None), "threads": (1, None)}
 _KEYS = ("description", "base", "generate", "densify", "field", "fields")
 
 

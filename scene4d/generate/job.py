@@ -55,16 +55,29 @@ def split_entities(prompt: str, n: Optional[int]) -> List[Tuple[str, str]]:
     return [(text, "")]
 
 
-def _slot_offsets(relations: List[Tuple[str, str]], scale: float) -> List[Tuple[float, float, float]]:
-    if len(relations) == 1:
-        return [(0.0, 0.0, 0.0)]
-    rel = relations[0][1]
+def entity_layout(entities: List[Tuple[str, str]], center, scale: float,
+                  toy_scene=None) -> List[Tuple[Tuple[float, float, float], float]]:
+    """Per entity ``(centre, size)``: where it starts and its size as a fraction of the scene's (its
+    initial ball, and the camera of its own score-distillation steps: looking at the centre from
+    ``size`` x the usual distance). A toy-world prompt takes its grammar's layout
+    (:func:`toyworld.entity_frames`); otherwise the relation word places two entities side by side
+    as the front camera (on +x) sees them, or one on top of the other."""
+    c = torch.tensor(center, dtype=torch.float32)
+    if len(entities) == 1:
+        return [(tuple(float(v) for v in c), 1.0)]
+    if toy_scene is not None and len(toy_scene.objects) == len(entities):
+        from .toyworld import entity_frames
+
+        return [(tuple(float(v) for v in c + scale * torch.tensor(o)), s) for o, s in entity_frames(toy_scene)]
+    rel = entities[0][1]
     d = 0.42 * scale
     if rel == "on top of":
-        return [(0.0, 0.0, 0.35 * scale), (0.0, 0.0, -0.3 * scale)]
-    if rel == "behind":
-        return [(-d, 0.0, 0.0), (d, 0.0, 0.0)]
-    return [(0.0, -d, 0.0), (0.0, d, 0.0)]  # side by side as the front camera (on +x) sees them
+        offsets = [(0.0, 0.0, 0.35 * scale), (0.0, 0.0, -0.3 * scale)]
+    elif rel == "behind":
+        offsets = [(-d, 0.0, 0.0), (d, 0.0, 0.0)]
+    else:
+        offsets = [(0.0, -d, 0.0), (0.0, d, 0.0)]
+    return [(tuple(float(v) for v in c + torch.tensor(o)), 0.65) for o in offsets]
 
 
 def _name(text: str, i: int) -> str:
@@ -72,19 +85,21 @@ def _name(text: str, i: int) -> str:
     return "_".join(words[1:3] if len(words) > 2 and words[0] in ("a", "an", "the") else words[:2]) or f"entity{i}"
 
 
-def initial_scene(cfg: GenerateConfig, entities: List[Tuple[str, str]], center, scale: float) -> Scene4D:
-    """Random Gaussians in a ball per entity (grey, faint), each entity with its own field."""
+def initial_scene(cfg: GenerateConfig, entities: List[Tuple[str, str]], center, scale: float,
+                  layout: Optional[List[Tuple[Tuple[float, float, float], float]]] = None) -> Scene4D:
+    """Random Gaussians in a ball per entity (grey, faint), each entity with its own field, placed
+    by ``layout`` (:func:`entity_layout`; by default the relation word's)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    offsets = _slot_offsets(entities, scale)
+    layout = layout or entity_layout(entities, center, scale)
     n_each = max(16, cfg.init_points // len(entities))
-    r = cfg.init_radius * scale * (0.65 if len(entities) > 1 else 1.0)
     parts = []
     names = []
-    for i, ((text, _), off) in enumerate(zip(entities, offsets)):
+    for i, ((text, _), (cen, size)) in enumerate(zip(entities, layout)):
+        r = cfg.init_radius * scale * size
         d = torch.randn(n_each, 3, generator=gen)
         d = d / d.norm(dim=-1, keepdim=True) * torch.rand(n_each, 1, generator=gen) ** (1 / 3)
-        pts = torch.tensor(center, dtype=torch.float32) + torch.tensor(off) + r * d
+        pts = torch.tensor(cen, dtype=torch.float32) + r * d
         colors = 0.5 + 0.1 * torch.randn(n_each, 3, generator=gen)
         p = init_params(pts, colors.clamp(0, 1), cfg.sh_degree, opacity=cfg.init_opacity)
         name = _name(text, i)
@@ -93,7 +108,7 @@ def initial_scene(cfg: GenerateConfig, entities: List[Tuple[str, str]], center, 
         names.append(name)
         dcfg = copy.deepcopy(cfg.deformation)
         if dcfg is not None:
-            dcfg.bounds_center = tuple(float(c) for c in torch.tensor(center) + torch.tensor(off))
+            dcfg.bounds_center = tuple(float(c) for c in cen)
             dcfg.bounds_radius = float(r * 2.5)
         parts.append((name, p, dcfg))
     scene = Scene4D.from_entities(parts, sh_degree=cfg.sh_degree)
@@ -217,7 +232,20 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     else:
         vemb = vid_prior.encode_prompt(prompt, negative) if vid_prior is not None and vid_prior is not img_prior else emb
     ents = split_entities(prompt, cfg.entities)
-    scene = initial_scene(cfg, ents, center, scale).to(device)
+    layout = entity_layout(ents, center, scale, toy_scene)
+    scene = initial_scene(cfg, ents, center, scale, layout).to(device)
+    entity_views = []
+    if len(ents) > 1 and cfg.entity_prob > 0:  # each entity's own steps, with its own words (Comp4D's)
+        texts = [text for text, _ in ents]
+        if toy_scene is not None and len(toy_scene.objects) == len(ents):  # "a blue cube" -> "a blue cube still"
+            from .toyworld import ToyScene
+
+            texts = [ToyScene(objects=(o,)).prompt() for o in toy_scene.objects]
+        for text, (cen, size) in zip(texts, layout):
+            e_img = img_prior.encode_prompt(text, negative)
+            e_vid = vid_prior.encode_prompt(text, negative) if vid_prior is not None and vid_prior is not img_prior \
+                else e_img
+            entity_views.append({"center": cen, "size": size, "emb": e_img, "video_emb": e_vid})
     stats = []
     with torch.no_grad():
         for i in range(scene.n_entities):
@@ -225,7 +253,8 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
             cen = g.means.mean(0)
             stats.append((cen.cpu(), (g.means - cen).square().sum(-1).mean().cpu()))
     objective = ScoreDistillation(cfg, img_prior, emb, video_prior=vid_prior, video_emb=vemb, center=center,
-                                  scale=scale, reference=reference, canonical_stats=stats)
+                                  scale=scale, reference=reference, canonical_stats=stats,
+                                  entity_views=entity_views)
     fcfg = fit_config(cfg, scale)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -14,6 +14,11 @@ Stages (the step decides; no hidden state):
    drift bound on each entity's centre and spread.
 3. **refine** (optional): everything trained at ``refine_lr_scale``, both kinds of step.
 
+With two characters, ``entity_prob`` of the steps (any kind, any stage) render one of them alone
+from cameras framing it and score it with its own words (Comp4D's per-entity score distillation),
+so a prior that knows single objects well gives each its own colour and motion; the other steps
+score the whole scene with the whole prompt.
+
 ``--image`` adds a reference-view loss at t = 0 from the front camera (DreamGaussian4D's, ramped up
 over the run) in every stage.
 """
@@ -53,7 +58,8 @@ class ScoreDistillation:
     def __init__(self, cfg: GenerateConfig, prior: DiffusionPrior, emb: PromptEmbeds, *,
                  video_prior: Optional[DiffusionPrior] = None, video_emb: Optional[PromptEmbeds] = None,
                  center=(0.0, 0.0, 0.0), scale: float = 1.0, reference: Optional[Tuple[Tensor, Tensor]] = None,
-                 canonical_stats: Optional[List[Tuple[Tensor, Tensor]]] = None):
+                 canonical_stats: Optional[List[Tuple[Tensor, Tensor]]] = None,
+                 entity_views: Optional[List[dict]] = None):
         self.cfg = cfg
         self.prior, self.emb = prior, emb
         self.video_prior = video_prior
@@ -62,6 +68,8 @@ class ScoreDistillation:
         self.scale = float(scale)
         self.reference = reference  # (image (H, W, 3), mask (H, W, 1)) at the front camera, t = 0
         self.canonical_stats = canonical_stats or []  # per entity (centre (3,), spread ()) at t = 0
+        # per entity {center, size, emb, video_emb}: its own steps (cfg.entity_prob), see GenerateConfig
+        self.entity_views = entity_views or []
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         s1, s2, s3 = cfg.stage_steps()
         self.bounds = (s1, s1 + s2, s1 + s2 + s3)
@@ -109,7 +117,9 @@ class ScoreDistillation:
     def _uniform(self, lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand(1, generator=self.generator))
 
-    def _camera(self, az: float, el: float, radius: float, fov: float, size: int):
+    def _camera(self, az: float, el: float, radius: float, fov: float, size: int, entity: Optional[dict] = None):
+        if entity is not None:  # framing one entity as the prior frames a scene of its own
+            return orbit_camera(az, el, radius * self.scale * entity["size"], fov, size, entity["center"])
         return orbit_camera(az, el, radius * self.scale, fov, size, self.center)
 
     def losses(self, ctx: StepContext) -> Dict[str, Tensor]:
@@ -124,31 +134,41 @@ class ScoreDistillation:
         radius = self._uniform(*c.radius)
         fov = self._uniform(*c.fov)
         az0 = self._uniform(0.0, 360.0)
+        ent, only = None, None
+        if self.entity_views and float(torch.rand(1, generator=self.generator)) < c.entity_prob:
+            i = int(torch.randint(len(self.entity_views), (1,), generator=self.generator))
+            ent, only = self.entity_views[i], [i]
         want_preview = c.preview_every > 0 and step % c.preview_every == 0
         if video:
-            prior, emb, G = self.video_prior or self.prior, self.video_emb, c.frames
+            prior, G = self.video_prior or self.prior, c.frames
+            emb = self.video_emb if ent is None else ent["video_emb"]
             # G times over (nearly) the whole clip, in order, jittered so every moment gets scored
             t_first, t_last = self._uniform(0.0, 0.15), self._uniform(0.85, 1.0)
             ts = [t_first + (t_last - t_first) * i / (G - 1) for i in range(G)]
             if c.video_cameras:  # e.g. the time experts' own cameras
                 pick = int(torch.randint(len(c.video_cameras), (1,), generator=self.generator))
                 az0, el = (float(v) for v in c.video_cameras[pick])
-            w2c, K = self._camera(az0, el, radius, fov, size)
+            w2c, K = self._camera(az0, el, radius, fov, size, ent)
             cam = Cameras(K[None], w2c[None], size, size).to(device=ctx.scene.device)
-            frames = [ctx.render(t, cam, background=bg).rgb[0] for t in ts]  # G x (H, W, 3)
+            frames = [ctx.render(t, cam, background=bg, entities=only).rgb[0] for t in ts]  # G x (H, W, 3)
             images = torch.stack(frames).permute(0, 3, 1, 2)[None]  # (1, G, 3, H, W)
+            if ent is not None:  # the prior is told the camera as the entity's own frame has it
+                w2c = self._camera(az0, el, radius, fov, size)[0]
             w2cs, Ks = w2c.expand(1, G, 4, 4), K.expand(1, G, 3, 3)
             times = torch.tensor([ts])
             guidance, name, schedule = c.video_guidance, "sds_video", self.video_schedule
         else:
-            prior, emb, G = self.prior, self.emb, c.views
+            prior, G = self.prior, c.views
+            emb = self.emb if ent is None else ent["emb"]
             t = 0.0 if st == "static" else self._uniform(0.0, 1.0)
-            cams = [self._camera(az0 + 360.0 * i / G, el, radius, fov, size) for i in range(G)]
+            cams = [self._camera(az0 + 360.0 * i / G, el, radius, fov, size, ent) for i in range(G)]
             w2cs = torch.stack([w for w, _ in cams])[None]
             Ks = torch.stack([k for _, k in cams])[None]
             cam = Cameras(Ks[0], w2cs[0], size, size).to(device=ctx.scene.device)
-            r = ctx.render(t, cam, background=bg)
+            r = ctx.render(t, cam, background=bg, entities=only)
             images = r.rgb.permute(0, 3, 1, 2)[None]  # (1, G, 3, H, W)
+            if ent is not None:  # the prior is told the cameras as the entity's own frame has them
+                w2cs = torch.stack([self._camera(az0 + 360.0 * i / G, el, radius, fov, size)[0] for i in range(G)])[None]
             times = torch.full((1, G), t)
             guidance, name, schedule = c.guidance, "sds", self.schedule
         out = prior.sds(images, emb, cameras=w2cs, intrinsics=Ks, times=times, guidance_scale=guidance,

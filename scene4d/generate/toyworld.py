@@ -437,6 +437,21 @@ def _object_poses(scene: ToyScene, t: float) -> List[ObjectPose]:
     return [_pose(o, origin, s, t) for o, (origin, s) in zip(scene.objects, slots)]
 
 
+def entity_frames(scene: ToyScene) -> List[Tuple[Tuple[float, float, float], float]]:
+    """Per object ``(centre, scale)``: where each object stands and how big, as the point a camera
+    looks at and the factor of its distance that frame the object alone exactly as a single object
+    is framed at the origin (a similarity of the single-object world: its slot origin plus the
+    origin's height above the floor, at the slot's scale). The layout a scene graph gives; a
+    stacked top object's slot is the bottom one's top at t = 0."""
+    lift = torch.tensor([0.0, 0.0, -FLOOR_Z])
+    slots = _slots(scene)
+    if scene.relation == "on top of":
+        pb = _pose(scene.objects[1], slots[1][0], slots[1][1], 0.0)
+        top = pb.T + pb.scale * (pb.R @ torch.tensor([0.0, 0.0, object_height(scene.objects[1].shape)]))
+        slots = [(top, slots[0][1]), slots[1]]
+    return [(tuple(float(v) for v in origin + s * lift), float(s)) for origin, s in slots]
+
+
 # =========================================================================== grammar
 _SYNONYMS: Dict[str, str] = {
     # words people reach for, mapped to the vocabulary word a suggestion should use
