@@ -8,7 +8,8 @@ a 4D scene with exact motion (two spheres, motion nodes; :func:`scene4d.procedur
 novel-view (and novel-time) PSNR against the target's own renders, the same with the deformation
 turned off, and the wall time.
 
-``--toy``: for prompts seen in training and prompts held out (single and two-object), several seeds:
+``--toy``: for prompts seen in training and prompts held out (single and two-object: ``seen``,
+``held_out``, ``two_objects``, ``two_objects_held_out``; ``--splits`` picks some), several seeds:
 generated scenes (PSNR / SSIM against the toy world's ground truth at 64 novel (view, time) pairs,
 colour / shape / motion accuracy read by the model-free classifier, deformation-off PSNR, wall
 time). Seen and held-out figures are printed apart, never pooled. With ``--samples``: the accuracy
@@ -90,12 +91,24 @@ def _prompts(args) -> dict:
             s = tw.sample_scene(g, split="held_out", objects=1)
             if s.prompt() not in prompts["held_out"]:
                 prompts["held_out"].append(s.prompt())
-    prompts["two_objects"] = args.pairs or ["a red ball bouncing next to a blue cube",
-                                            "a yellow cylinder spinning next to a purple ball",
-                                            "a green ball bouncing on top of a white cylinder"]
-    for plist in prompts.values():
+    # two objects: seen pairs, and pairs with a held-out combination (a held-out colour x shape, or the
+    # held-out relation, anything on top of a cube), each put in its split by the toy world
+    pairs = args.pairs or ["a red ball bouncing next to a blue cube",
+                           "a green ball bouncing on top of a white cylinder",
+                           "a yellow cylinder spinning next to a purple cube",
+                           "a yellow cylinder spinning next to a purple ball",
+                           "a red ball bouncing on top of a blue cube"]
+    for p in pairs:
+        split = "two_objects" if tw.split_of(tw.parse_prompt(p)) == "seen" else "two_objects_held_out"
+        prompts.setdefault(split, []).append(p)
+    for split, plist in prompts.items():
         for p in plist:
-            tw.parse_prompt(p)  # a typo in --seen / --held-out fails before any run
+            s = tw.parse_prompt(p)  # a typo in --seen / --held-out fails before any run
+            want = "held_out" if split.endswith("held_out") else "seen"
+            if tw.split_of(s) != want:
+                raise SystemExit(f"bench/generate.py: {p!r} is a {tw.split_of(s)} prompt, not {want}; move it")
+    if args.splits:
+        prompts = {k: v for k, v in prompts.items() if k in args.splits}
     if args.limit:
         prompts = {k: v[:args.limit] for k, v in prompts.items()}
     return prompts
@@ -158,7 +171,7 @@ def toy_samples(args, prompts) -> dict:
     for split, plist in prompts.items():
         rows = []
         for p in plist:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 t0 = time.perf_counter()
                 j = judge_prompt(prior, p, seed, steps=args.sample_steps)
                 rows.append({"prompt": p, "seed": seed, "read_as": j.read_as,
@@ -248,7 +261,7 @@ def toy(args, prompts) -> dict:
         for name, fn in runs:
             rows = []
             for p in plist:
-                for seed in range(args.seeds if name == "toy prior" else 1):
+                for seed in range(args.first_seed, args.first_seed + (args.seeds if name == "toy prior" else 1)):
                     m = fn(p, seed)
                     rows.append(m)
                     print(f"[{name} {split}] {p!r} seed {seed}: PSNR {m['psnr']:.2f} dB (deformation off "
@@ -274,11 +287,13 @@ def main() -> None:
                     help="time expert folders (train-toy --video-camera), comma-separated, paired with the toy "
                          "prior; none: the toy prior alone (default: the shipped expert with the shipped prior)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed + seeds - 1 (add seeds to a run)")
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seen", nargs="*")
     ap.add_argument("--held-out", nargs="*")
-    ap.add_argument("--pairs", nargs="*")
+    ap.add_argument("--pairs", nargs="*", help="two-object prompts (each goes to its split, seen or held out)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--samples", action="store_true", help="--toy: also judge the prior's own samples")
@@ -291,6 +306,8 @@ def main() -> None:
     ap.add_argument("--reconstruct", action="store_true",
                     help="--toy: also reconstruct (preset fast) on a capture of the ground truth")
     ap.add_argument("--limit", type=int, default=None, help="--toy: the first N prompts of each split")
+    ap.add_argument("--splits", nargs="*", choices=("seen", "held_out", "two_objects", "two_objects_held_out"),
+                    help="--toy: only these prompt splits (default: all four)")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args()
     if args.threads:

@@ -232,7 +232,9 @@ def generate(prompt: str, out: Path, cfg: GenerateConfig, *, prior: str = "toy",
     else:
         vemb = vid_prior.encode_prompt(prompt, negative) if vid_prior is not None and vid_prior is not img_prior else emb
     ents = split_entities(prompt, cfg.entities)
-    layout = entity_layout(ents, center, scale, toy_scene)
+    # a run resumed from before the grammar's layout keeps the relation word's (its drift anchors)
+    old_run = meta is not None and "entity_prob" not in meta.get("generate", {}).get("config", {})
+    layout = entity_layout(ents, center, scale, None if old_run else toy_scene)
     scene = initial_scene(cfg, ents, center, scale, layout).to(device)
     entity_views = []
     if len(ents) > 1 and cfg.entity_prob > 0:  # each entity's own steps, with its own words (Comp4D's)

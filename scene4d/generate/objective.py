@@ -168,7 +168,8 @@ class ScoreDistillation:
             r = ctx.render(t, cam, background=bg, entities=only)
             images = r.rgb.permute(0, 3, 1, 2)[None]  # (1, G, 3, H, W)
             if ent is not None:  # the prior is told the cameras as the entity's own frame has them
-                w2cs = torch.stack([self._camera(az0 + 360.0 * i / G, el, radius, fov, size)[0] for i in range(G)])[None]
+                w2cs = torch.stack([self._camera(az0 + 360.0 * i / G, el, radius, fov, size)[0]
+                                    for i in range(G)])[None]
             times = torch.full((1, G), t)
             guidance, name, schedule = c.guidance, "sds", self.schedule
         out = prior.sds(images, emb, cameras=w2cs, intrinsics=Ks, times=times, guidance_scale=guidance,

@@ -83,7 +83,8 @@ def test_entity_steps_render_one_entity_framed_with_its_own_words_and_a_centred_
     layout = entity_layout(ents, (0.0, 0.0, 0.0), 1.0, toy)
     scene = initial_scene(cfg, ents, (0.0, 0.0, 0.0), 1.0, layout)
     img, vid = _Recording(), _Recording()
-    views = [{"center": c, "size": s, "emb": f"image:{i}", "video_emb": f"video:{i}"} for i, (c, s) in enumerate(layout)]
+    views = [{"center": c, "size": s, "emb": f"image:{i}", "video_emb": f"video:{i}"}
+             for i, (c, s) in enumerate(layout)]
     obj = ScoreDistillation(cfg, img, "image:whole", video_prior=vid, video_emb="video:whole", entity_views=views)
     drawn = []
 
