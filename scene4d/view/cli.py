@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time as _time
 from pathlib import Path
@@ -124,12 +123,4 @@ def view(
     except KeyboardInterrupt:
         print("scene4d view: stopped")
     finally:
-        stopped = v.close()
-    import threading
-
-    if not stopped or any(t.is_alive() and not t.daemon for t in threading.enumerate()
-                          if t is not threading.main_thread()):
-        # a server thread that does not end must not keep a stopped viewer alive (Ctrl-C, kill)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        v.close()

@@ -723,17 +723,8 @@ class Viewer:
 
     # ------------------------------------------------------------------ lifetime
 
-    def close(self, timeout: float = 5.0) -> bool:
-        """Stop playback and the server; False when the server did not stop within ``timeout``
-        seconds (its threads are then left to the process's exit)."""
+    def close(self) -> None:
         self._stop.set()
         self._player.join(timeout=2)
-
-        def stop_server():
-            with contextlib.redirect_stdout(io.StringIO()):
-                self.server.stop()
-
-        t = threading.Thread(target=stop_server, name="scene4d-view-stop", daemon=True)
-        t.start()
-        t.join(timeout=timeout)
-        return not t.is_alive()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.server.stop()
