@@ -374,11 +374,18 @@ def test_the_command_serves_the_page_and_stops_on_ctrl_c_or_kill(scene_dir):
     import sys
     import urllib.request
 
+    def as_a_foreground_job():
+        # Ctrl-C reaches the job in the terminal's foreground. A shell starts a background job (`.ci/run &`)
+        # with SIGINT ignored, and an ignored signal stays ignored across fork and exec: Python would then
+        # not turn SIGINT into KeyboardInterrupt in the viewer, and this test would time out for a reason
+        # that is not the viewer's.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     port = free_port("127.0.0.1", 18800)
     for sig in (signal.SIGINT, signal.SIGTERM):
         p = subprocess.Popen([sys.executable, "-m", "scene4d.cli", "view", str(scene_dir), "--port", str(port)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=as_a_foreground_job)
         try:
             lines = []
             while not lines or ("Ctrl-C" not in lines[-1] and lines[-1]):
