@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -202,9 +203,13 @@ def _generate_row(p, seed, args, prior, over=None, video_prior=None) -> dict:
     for k, v in (over or {}).items():
         setattr(cfg, k, v)
     with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "g"
+        if args.keep:  # a scene folder to open, render or judge again later
+            out = args.keep / f"{'_'.join(p.split())}_seed{seed}"
+            if out.exists():
+                shutil.rmtree(out)
         t0 = time.perf_counter()
-        res = generate(p, Path(d) / "g", cfg, prior=prior, video_prior=video_prior, progress=args.progress,
-                       video=False)
+        res = generate(p, out, cfg, prior=prior, video_prior=video_prior, progress=args.progress, video=False)
         return dict(res.metrics, seconds=round(time.perf_counter() - t0, 1), prompt=p, seed=seed)
 
 
@@ -309,6 +314,8 @@ def main() -> None:
     ap.add_argument("--splits", nargs="*", choices=("seen", "held_out", "two_objects", "two_objects_held_out"),
                     help="--toy: only these prompt splits (default: all four)")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="--toy: keep each generated scene folder under this folder (PROMPT_seedN)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

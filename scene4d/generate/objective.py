@@ -122,6 +122,14 @@ class ScoreDistillation:
             return orbit_camera(az, el, radius * self.scale * entity["size"], fov, size, entity["center"])
         return orbit_camera(az, el, radius * self.scale, fov, size, self.center)
 
+    def _cameras(self, az: float, el: float, radius: float, fov: float, size: int, entity: Optional[dict] = None):
+        """``(w2c, K, told)``: the camera that renders and the world-to-camera the prior is told. In an
+        entity's step the render frames the entity while the prior is told the camera as the entity's
+        own frame has it (centred on the scene, at the usual distance), as a time expert knows its
+        camera; otherwise the two are the same."""
+        w2c, K = self._camera(az, el, radius, fov, size, entity)
+        return w2c, K, (w2c if entity is None else self._camera(az, el, radius, fov, size)[0])
+
     def losses(self, ctx: StepContext) -> Dict[str, Tensor]:
         c, step = self.cfg, ctx.step
         st = self.stage(step)
@@ -148,28 +156,23 @@ class ScoreDistillation:
             if c.video_cameras:  # e.g. the time experts' own cameras
                 pick = int(torch.randint(len(c.video_cameras), (1,), generator=self.generator))
                 az0, el = (float(v) for v in c.video_cameras[pick])
-            w2c, K = self._camera(az0, el, radius, fov, size, ent)
+            w2c, K, told = self._cameras(az0, el, radius, fov, size, ent)
             cam = Cameras(K[None], w2c[None], size, size).to(device=ctx.scene.device)
             frames = [ctx.render(t, cam, background=bg, entities=only).rgb[0] for t in ts]  # G x (H, W, 3)
             images = torch.stack(frames).permute(0, 3, 1, 2)[None]  # (1, G, 3, H, W)
-            if ent is not None:  # the prior is told the camera as the entity's own frame has it
-                w2c = self._camera(az0, el, radius, fov, size)[0]
-            w2cs, Ks = w2c.expand(1, G, 4, 4), K.expand(1, G, 3, 3)
+            w2cs, Ks = told.expand(1, G, 4, 4), K.expand(1, G, 3, 3)
             times = torch.tensor([ts])
             guidance, name, schedule = c.video_guidance, "sds_video", self.video_schedule
         else:
             prior, G = self.prior, c.views
             emb = self.emb if ent is None else ent["emb"]
             t = 0.0 if st == "static" else self._uniform(0.0, 1.0)
-            cams = [self._camera(az0 + 360.0 * i / G, el, radius, fov, size, ent) for i in range(G)]
-            w2cs = torch.stack([w for w, _ in cams])[None]
-            Ks = torch.stack([k for _, k in cams])[None]
-            cam = Cameras(Ks[0], w2cs[0], size, size).to(device=ctx.scene.device)
+            w2c, K, told = (torch.stack(x) for x in zip(*(self._cameras(az0 + 360.0 * i / G, el, radius, fov, size, ent)
+                                                           for i in range(G))))
+            cam = Cameras(K, w2c, size, size).to(device=ctx.scene.device)
             r = ctx.render(t, cam, background=bg, entities=only)
             images = r.rgb.permute(0, 3, 1, 2)[None]  # (1, G, 3, H, W)
-            if ent is not None:  # the prior is told the cameras as the entity's own frame has them
-                w2cs = torch.stack([self._camera(az0 + 360.0 * i / G, el, radius, fov, size)[0]
-                                    for i in range(G)])[None]
+            w2cs, Ks = told[None], K[None]
             times = torch.full((1, G), t)
             guidance, name, schedule = c.guidance, "sds", self.schedule
         out = prior.sds(images, emb, cameras=w2cs, intrinsics=Ks, times=times, guidance_scale=guidance,

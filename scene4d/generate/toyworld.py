@@ -740,8 +740,11 @@ def sample_scene(generator: Optional[torch.Generator] = None, split: str = "seen
 # =========================================================================== classifiers
 FG_THRESHOLD = 0.06
 """A pixel is foreground when some channel differs from the background by more than this."""
-SPIN_TEXTURE_THRESHOLD = 0.04
-"""Mean colour change inside a steady silhouette above which a static object counts as spinning."""
+SPIN_PHASE_AGREEMENT = 0.5
+"""A static object counts as spinning when its stripes' phase steps agree with the spin's (weighted
+mean cosine of the difference, 1 = exactly) better than this and better than with standing still."""
+SPIN_TEXTURE_MIN = 0.02
+"""Stripe contrast (mean harmonic amplitude, darkness units) below which no phase is read (still)."""
 
 
 @dataclass
@@ -993,19 +996,70 @@ def _predicted_track(scene: ToyScene, index: int, cameras: Cameras) -> Tuple[Ten
     return torch.stack(xs), torch.stack(ys), torch.stack(ss)
 
 
-def _texture_change(frames: Tensor, mask: Tensor, groups: List[List[int]]) -> float:
-    """Mean colour change between consecutive frames of a camera inside pixels foreground in both,
-    less the same measure on pixels background in both (the noise floor of sampled frames)."""
-    diffs = []
+def _stripe_harmonics(frames: Tensor, mask: Tensor, cameras: Cameras, groups: List[List[int]]) -> Tensor:
+    """(T,) complex: per frame, the two-tone stripes' harmonic over the longitude about the object's
+    vertical axis (``N_STRIPES / 2`` cycles a turn), signed so that a turn by ``a`` about +z moves its
+    phase by ``-N_STRIPES / 2 * a`` in every camera.
+
+    Darkness is read against the brightest the pixel gets in its camera's clip (``1 - v / max``): the
+    shading is the same in every frame of a camera while the silhouette stands still, so it divides
+    out, and what is left is the stripes that moved. A pixel's longitude is ``asin`` of its offset
+    from its row's middle over the row's half width (exact for a ball or a cylinder seen side-on)."""
+    T, H, W, _ = frames.shape
+    cycles = N_STRIPES // 2
+    v = frames.amax(-1)
+    ref = torch.ones(T, H, W)
+    for g in groups:
+        gi = torch.tensor(g)
+        ref[gi] = torch.where(mask[gi], v[gi], torch.zeros(())).amax(0).clamp_min(1e-3)
+    c2w = torch.linalg.inv(cameras.world_to_camera.double())
+    out = torch.zeros(T, dtype=torch.complex64)
+    for g in groups:
+        for f in g:
+            ys, xs = torch.nonzero(mask[f], as_tuple=True)
+            if len(xs) < 6:
+                continue
+            lam = torch.full((len(xs),), float("nan"))
+            for y in ys.unique():
+                row = ys == y
+                x = xs[row].float()
+                lo, hi = float(x.min()), float(x.max())
+                if hi - lo >= 2:
+                    lam[row] = torch.asin(((x - (lo + hi) / 2) / ((hi - lo) / 2 + 0.5)).clamp(-0.999, 0.999))
+            keep = ~lam.isnan()
+            if int(keep.sum()) < 6:
+                continue
+            # image-right turns longitude up or down: the camera's +x against the longitude's tangent
+            # at the point facing the camera
+            a = math.atan2(float(c2w[f, 1, 3]), float(c2w[f, 0, 3]))
+            right = cameras.world_to_camera[f, 0, :2].double()
+            sign = 1.0 if float(-right[0] * math.sin(a) + right[1] * math.cos(a)) >= 0 else -1.0
+            lam = lam[keep]
+            dark = (1 - v[f, ys[keep], xs[keep]] / ref[f, ys[keep], xs[keep]]).clamp(0, 1)
+            w = 1.0 / torch.cos(lam).clamp_min(0.3)  # each pixel by the longitude it spans
+            dark = dark - (w * dark).sum() / w.sum()
+            out[f] = (w * dark * torch.polar(torch.ones_like(lam), -cycles * sign * lam)).sum() / w.sum()
+    return out
+
+
+def _texture_phase(frames: Tensor, mask: Tensor, cameras: Cameras, groups: List[List[int]]) -> dict:
+    """How the stripes' phase steps between a camera's consecutive frames agree with spinning and with
+    standing still: ``spin`` and ``still`` (weighted mean cosine of the observed step less the
+    predicted one, weights = product of the two frames' stripe amplitudes) and ``amplitude``."""
+    z = _stripe_harmonics(frames, mask, cameras, groups)
+    times = cameras.times.tolist()
+    spin = still = total = 0.0
     for g in groups:
         for a, b in zip(g[:-1], g[1:]):
-            both = mask[a] & mask[b]
-            if int(both.sum()) >= 3:
-                d = (frames[a] - frames[b]).abs().amax(-1)
-                empty = ~(mask[a] | mask[b])
-                floor = float(d[empty].mean()) if int(empty.sum()) >= 16 else 0.0
-                diffs.append(float(d[both].mean()) - floor)
-    return max(diffs) if diffs else 0.0
+            w = float(z[a].abs() * z[b].abs())
+            step = float(torch.angle(z[b] * z[a].conj()))
+            predicted = -(N_STRIPES // 2) * 2 * math.pi * SPIN_TURNS * (times[b] - times[a])
+            spin += w * math.cos(step - predicted)
+            still += w * math.cos(step)
+            total += w
+    amp = [float(z[i].abs()) for g in groups for i in g]
+    return {"spin": spin / total if total > 0 else 0.0, "still": still / total if total > 0 else 0.0,
+            "amplitude": sum(amp) / len(amp) if amp else 0.0}
 
 
 _STATIC = "still/spinning"
@@ -1013,11 +1067,10 @@ _STATIC = "still/spinning"
 
 def _classify_motion(frames: Tensor, mask: Tensor, cameras: Cameras, make_scene, index: int) -> Tuple[str, dict]:
     """Motion from the centroid track and size change per camera against each motion's predicted
-    track (with the object's own slot), and, for a static track, the texture change (spin)."""
+    track (with the object's own slot), and, for a static track, the texture phase (spin)."""
     groups = [g for g in _camera_groups(cameras) if len(g) >= 2]
-    tex = _texture_change(frames, mask, groups)
     if not groups:
-        return "unknown", {"motion_error": {}, "texture_change": tex, "note": "no camera saw two times"}
+        return "unknown", {"motion_error": {}, "note": "no camera saw two times"}
     ox, oy, osz = _track(mask)
     errors = {}
     for motion in ("still", "bouncing", "circling", "sliding", "swaying", "growing"):
@@ -1035,9 +1088,13 @@ def _classify_motion(frames: Tensor, mask: Tensor, cameras: Cameras, make_scene,
             n += len(g)
         errors[_STATIC if motion == "still" else motion] = err / max(n, 1)
     best = min(errors, key=errors.get)
+    details = {"motion_error": {k: round(v, 4) for k, v in errors.items()}}
     if best == _STATIC:
-        best = "spinning" if tex > SPIN_TEXTURE_THRESHOLD else "still"
-    return best, {"motion_error": {k: round(v, 4) for k, v in errors.items()}, "texture_change": round(tex, 4)}
+        ph = _texture_phase(frames, mask, cameras, groups)
+        spins = ph["amplitude"] >= SPIN_TEXTURE_MIN and ph["spin"] > max(ph["still"], SPIN_PHASE_AGREEMENT)
+        best = "spinning" if spins else "still"
+        details["texture_phase"] = {k: round(v, 3) for k, v in ph.items()}
+    return best, details
 
 
 def classify(frames: Tensor, cameras: Cameras, *, background=(1.0, 1.0, 1.0), mask: Optional[Tensor] = None,
@@ -1056,7 +1113,9 @@ def classify(frames: Tensor, cameras: Cameras, *, background=(1.0, 1.0, 1.0), ma
       aligned by centroid and sqrt(area) (so motion and distance do not enter), best reference pose;
     * motion: per camera, the centroid track and log-size track against each motion's predicted
       track (projected analytically for the read shape in its slot); a static track is
-      "spinning" when the colour inside the silhouette changes (texture phase), else "still".
+      "spinning" when the stripes' phase (darkness against the pixel's brightest in the clip,
+      over longitude) steps between a camera's frames as the spin predicts, else "still" -- a
+      texture that only flickers is still.
       Motion needs at least one camera that sees two times (else it is ``"unknown"``).
 
     A clip with no foreground reads ``"none"`` for every attribute (so it scores 0).
