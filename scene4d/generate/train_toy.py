@@ -266,7 +266,7 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
                               "another --out")
     if resume and not (ck / "latest.json").is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/latest.json); start without --resume")
-    start, seconds_before = 0, 0.0
+    start, seconds_before, sittings = 0, 0.0, []
     if resume:
         meta = json.loads((ck / "latest.json").read_text())
         saved = {**asdict(ToyTrainConfig()), **meta["config"]}  # a run from before a setting existed: its default
@@ -308,6 +308,7 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
         gen.set_state(t["rng.sampler"])
         start = int(meta["step"])
         seconds_before = float(meta.get("seconds", 0.0))
+        sittings = list(meta.get("sittings", []))
     buffer = ChunkBuffer(cfg, workers)
     last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     stop = {"flag": False}
@@ -329,10 +330,14 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
         tensors["rng.sampler"] = gen.get_state()
         atomic_save_tensors(ck / "latest.safetensors", tensors)
         secs = seconds_before + time.perf_counter() - t0
+        # every sitting of a resumed run: its command, the steps it took and where it ran
+        here = sittings + [{"command": command, "from_step": start, "to_step": step, "machine": _machine(device),
+                            "seconds": round(time.perf_counter() - t0, 1)}]
         atomic_write_json(ck / "latest.json", {"step": step, "config": asdict(cfg), "seconds": round(secs, 1),
-                                               "init": init_record})
+                                               "init": init_record, "sittings": here})
         export_prior(prior, params, ema, out / "prior", {
-            "command": command, "steps": step, "of_steps": cfg.steps, "seconds": round(secs, 1),
+            "command": here[0]["command"] if here[0]["from_step"] == 0 else command, "sittings": here,
+            "steps": step, "of_steps": cfg.steps, "seconds": round(secs, 1),
             "machine": _machine(device), "config": asdict(cfg),
             "images_seen": step * cfg.batch * GROUP, "final_loss_ema": ema_loss, "budget": budget_note,
             "held_out": held_out_record(), **({"init": init_record} if init_record else {})})

@@ -191,15 +191,20 @@ def test_train_toy_one_step_changes_weights_and_resume_is_bit_exact(tmp_path):
         return ToyTrainConfig(steps=4, batch=2, chunk_groups=2, initial_chunks=1, steps_per_chunk=2, buffer_chunks=2,
                               checkpoint_every=100, warmup=1, channels=(8, 16), p_two_objects=0.5)
 
-    train_toy_prior(tmp_path / "a", cfg(), progress=False, stop_at=1)
+    train_toy_prior(tmp_path / "a", cfg(), progress=False, stop_at=1, command="first sitting")
     first = load_file(str(tmp_path / "a" / "checkpoints" / "latest.safetensors"))
     from diffusion_prior.toy import new_toy_prior, trainable_parameters
     from scene4d.generate.train_toy import toy_vocabulary
 
     init = trainable_parameters(new_toy_prior(toy_vocabulary(), channels=(8, 16), seed=0))
     assert any(not torch.equal(first[f"param.{i}"], p.detach()) for i, p in enumerate(init))
-    train_toy_prior(tmp_path / "a", cfg(), progress=False, resume=True)
+    train_toy_prior(tmp_path / "a", cfg(), progress=False, resume=True, command="second sitting")
     train_toy_prior(tmp_path / "b", cfg(), progress=False)
+    # the record keeps the command that started the run and every sitting's (the shipped weights' history)
+    rec = json.loads((tmp_path / "a" / "prior" / "training.json").read_text())
+    assert rec["command"] == "first sitting" and rec["steps"] == 4
+    assert [(s["command"], s["from_step"], s["to_step"]) for s in rec["sittings"]] == [
+        ("first sitting", 0, 1), ("second sitting", 1, 4)]
     a = load_file(str(tmp_path / "a" / "checkpoints" / "latest.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoints" / "latest.safetensors"))
     for k in a:
