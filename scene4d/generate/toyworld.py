@@ -745,6 +745,8 @@ SPIN_PHASE_AGREEMENT = 0.5
 mean cosine of the difference, 1 = exactly) better than this and better than with standing still."""
 SPIN_TEXTURE_MIN = 0.02
 """Stripe contrast (mean harmonic amplitude, darkness units) below which no phase is read (still)."""
+_STRIPE_CYCLES = N_STRIPES // 2
+"""Cycles of the two-tone stripe pattern in one turn about the object's axis."""
 
 
 @dataclass
@@ -998,48 +1000,37 @@ def _predicted_track(scene: ToyScene, index: int, cameras: Cameras) -> Tuple[Ten
 
 def _stripe_harmonics(frames: Tensor, mask: Tensor, cameras: Cameras, groups: List[List[int]]) -> Tensor:
     """(T,) complex: per frame, the two-tone stripes' harmonic over the longitude about the object's
-    vertical axis (``N_STRIPES / 2`` cycles a turn), signed so that a turn by ``a`` about +z moves its
-    phase by ``-N_STRIPES / 2 * a`` in every camera.
+    vertical axis (:data:`_STRIPE_CYCLES` cycles a turn), signed so that a turn by ``a`` about +z
+    moves its phase by ``-_STRIPE_CYCLES * a`` in every camera (0 for frames outside ``groups``).
 
     Darkness is read against the brightest the pixel gets in its camera's clip (``1 - v / max``): the
     shading is the same in every frame of a camera while the silhouette stands still, so it divides
     out, and what is left is the stripes that moved. A pixel's longitude is ``asin`` of its offset
     from its row's middle over the row's half width (exact for a ball or a cylinder seen side-on)."""
     T, H, W, _ = frames.shape
-    cycles = N_STRIPES // 2
     v = frames.amax(-1)
     ref = torch.ones(T, H, W)
+    member = torch.zeros(T, dtype=torch.bool)
     for g in groups:
         gi = torch.tensor(g)
         ref[gi] = torch.where(mask[gi], v[gi], torch.zeros(())).amax(0).clamp_min(1e-3)
-    c2w = torch.linalg.inv(cameras.world_to_camera.double())
-    out = torch.zeros(T, dtype=torch.complex64)
-    for g in groups:
-        for f in g:
-            ys, xs = torch.nonzero(mask[f], as_tuple=True)
-            if len(xs) < 6:
-                continue
-            lam = torch.full((len(xs),), float("nan"))
-            for y in ys.unique():
-                row = ys == y
-                x = xs[row].float()
-                lo, hi = float(x.min()), float(x.max())
-                if hi - lo >= 2:
-                    lam[row] = torch.asin(((x - (lo + hi) / 2) / ((hi - lo) / 2 + 0.5)).clamp(-0.999, 0.999))
-            keep = ~lam.isnan()
-            if int(keep.sum()) < 6:
-                continue
-            # image-right turns longitude up or down: the camera's +x against the longitude's tangent
-            # at the point facing the camera
-            a = math.atan2(float(c2w[f, 1, 3]), float(c2w[f, 0, 3]))
-            right = cameras.world_to_camera[f, 0, :2].double()
-            sign = 1.0 if float(-right[0] * math.sin(a) + right[1] * math.cos(a)) >= 0 else -1.0
-            lam = lam[keep]
-            dark = (1 - v[f, ys[keep], xs[keep]] / ref[f, ys[keep], xs[keep]]).clamp(0, 1)
-            w = 1.0 / torch.cos(lam).clamp_min(0.3)  # each pixel by the longitude it spans
-            dark = dark - (w * dark).sum() / w.sum()
-            out[f] = (w * dark * torch.polar(torch.ones_like(lam), -cycles * sign * lam)).sum() / w.sum()
-    return out
+        member[gi] = True
+    x = torch.arange(W, dtype=torch.float32).expand(T, H, W)
+    lo = torch.where(mask, x, torch.full((), float(W))).amin(-1, keepdim=True)  # each row's extent
+    hi = torch.where(mask, x, torch.full((), -1.0)).amax(-1, keepdim=True)
+    valid = mask & (hi - lo >= 2) & member[:, None, None]
+    lam = torch.asin(((x - (lo + hi) / 2) / ((hi - lo) / 2 + 0.5)).clamp(-0.999, 0.999))
+    # image-right turns longitude up or down: the camera's +x against the longitude's tangent at the
+    # point facing the camera
+    a = torch.atan2(cameras.centers[:, 1].float(), cameras.centers[:, 0].float())
+    right = cameras.world_to_camera[:, 0, :2].float()
+    sign = torch.where(-right[:, 0] * torch.sin(a) + right[:, 1] * torch.cos(a) >= 0, 1.0, -1.0)
+    w = torch.where(valid, 1.0 / torch.cos(lam).clamp_min(0.3), torch.zeros(()))  # by the longitude it spans
+    total = w.sum((1, 2)).clamp_min(1e-12)
+    dark = (1 - v / ref).clamp(0, 1)
+    dark = dark - ((w * dark).sum((1, 2)) / total)[:, None, None]
+    z = (w * dark * torch.polar(torch.ones_like(lam), -_STRIPE_CYCLES * sign[:, None, None] * lam)).sum((1, 2)) / total
+    return torch.where(valid.sum((1, 2)) >= 6, z, torch.zeros((), dtype=z.dtype))
 
 
 def _texture_phase(frames: Tensor, mask: Tensor, cameras: Cameras, groups: List[List[int]]) -> dict:
@@ -1053,7 +1044,7 @@ def _texture_phase(frames: Tensor, mask: Tensor, cameras: Cameras, groups: List[
         for a, b in zip(g[:-1], g[1:]):
             w = float(z[a].abs() * z[b].abs())
             step = float(torch.angle(z[b] * z[a].conj()))
-            predicted = -(N_STRIPES // 2) * 2 * math.pi * SPIN_TURNS * (times[b] - times[a])
+            predicted = -_STRIPE_CYCLES * 2 * math.pi * SPIN_TURNS * (times[b] - times[a])
             spin += w * math.cos(step - predicted)
             still += w * math.cos(step)
             total += w
