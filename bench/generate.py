@@ -193,6 +193,20 @@ def _video_spec(video_prior):
     return "none" if video_prior == "none" else f"toy:{video_prior}"
 
 
+def _setting(text: str):
+    import json
+
+    from scene4d.generate.config import GenerateConfig
+
+    key, sep, value = text.partition("=")
+    if not sep or key not in GenerateConfig.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=VALUE with KEY a field of GenerateConfig")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not JSON (e.g. 100, 0.5, [30, 15])") from None
+
+
 def _generate_row(p, seed, args, prior, over=None, video_prior=None) -> dict:
     cfg = load_generate_preset("toy")
     cfg.seed, cfg.preview_every = seed, 0
@@ -252,7 +266,7 @@ def toy(args, prompts) -> dict:
     ground truth (the ceiling, same preset and cameras, guidance 1) and no score distillation."""
     runs = [] if args.no_generate else [
         ("toy prior", lambda p, s: _generate_row(p, s, args, f"toy:{args.prior}" if args.prior else "toy",
-                                                 video_prior=_video_spec(args.video_prior)))]
+                                                 dict(args.set or []), video_prior=_video_spec(args.video_prior)))]
     if args.ceiling:
         runs.append(("analytic ceiling", lambda p, s: _generate_row(p, s, args, "analytic:toy",
                                                                   {"guidance": 1.0, "video_guidance": 1.0})))
@@ -314,6 +328,8 @@ def main() -> None:
     ap.add_argument("--splits", nargs="*", choices=("seen", "held_out", "two_objects", "two_objects_held_out"),
                     help="--toy: only these prompt splits (default: all four)")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    ap.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
+                    help="--toy: a generate preset value for the toy prior's scenes (JSON value), e.g. drive_weight=100")
     ap.add_argument("--keep", type=Path, default=None,
                     help="--toy: keep each generated scene folder under this folder (PROMPT_seedN)")
     args = ap.parse_args()
