@@ -49,7 +49,7 @@ def generate(
             prior's ceiling; use --guidance 1), sd:PATH, mvdream:PATH (diffusers folders).
         video_prior: video prior: zeroscope:PATH, animatediff:SD_PATH,ADAPTER_PATH, svd:PATH; or
             time experts paired with the toy prior (video steps from their cameras): toy (the
-            shipped one, the default with the shipped toy prior), toy:DIR[,DIR2] (from `scene4d
+            shipped two, azimuths 30 and 120, the default with the shipped toy prior), toy:DIR[,DIR2] (from `scene4d
             prior train-toy --video-camera`), none (the toy prior alone, its own video prior, as
             the analytic prior is).
         image: a reference image (image-to-4D): seen from the front camera at t = 0.
@@ -146,10 +146,10 @@ def prior_sample(
         prompt: the prompt.
         out: the PNG grid to write.
         prior: toy (embedded) or toy:PATH.
-        video_prior: time experts paired with the prior: toy (the shipped one, the default with
+        video_prior: time experts paired with the prior: toy (the shipped two, the default with
             the shipped prior), toy:DIR[,DIR2] (from train-toy --video-camera) or none. With
-            experts each row is a video (one camera, --times frames), the first row at the first
-            expert's camera, where it knows time.
+            experts each row is a video (one camera, --times frames), the first rows at the
+            experts' cameras (90 degrees apart), where they know time.
         views: cameras (rows), 360/views degrees apart.
         times: scene times (columns), from 0 to 1.
         steps: sampling steps (DDIM with eta = 1: ancestral, the clean samples).
@@ -165,7 +165,7 @@ def prior_sample(
     from .objective import orbit_camera
     from diffusion_prior.experts import expert_cameras
 
-    from .priors import TOY_EXPERT_DIR, default_experts, load_toy_pair, parse_spec
+    from .priors import default_experts, load_toy_pair, parse_spec, shipped_experts
     from .toyworld import CAMERA_DISTANCE, FOV_DEG, ToyPromptError, parse_prompt
 
     _at_least("--views", views, 1)
@@ -176,9 +176,9 @@ def prior_sample(
     if video_prior:
         vkind, expert = parse_spec(video_prior, "--video-prior", ("toy", "none"))
         if vkind == "toy" and expert is None:
-            if not TOY_EXPERT_DIR.is_dir():
+            expert = shipped_experts()
+            if expert is None:
                 raise UsageError("--video-prior toy: no time expert is installed; pass toy:DIR[,DIR2] or none")
-            expert = str(TOY_EXPERT_DIR)
     try:
         parse_prompt(prompt)
     except ToyPromptError as e:

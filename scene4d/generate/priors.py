@@ -28,8 +28,17 @@ ASSETS = (Path(__file__).resolve().parent.parent / "assets_data").resolve()
 
 TOY_PRIOR_DIR = ASSETS / "toy_prior"
 TOY_EXPERT_DIR = ASSETS / "toy_time_expert"
-"""The shipped time expert (:mod:`diffusion_prior.experts`), paired with the shipped toy prior by
-default (``--video-prior toy``; ``--video-prior none``: the toy prior alone)."""
+TOY_EXPERT_DIRS = (TOY_EXPERT_DIR, ASSETS / "toy_time_expert_120")
+"""The shipped time experts (:mod:`diffusion_prior.experts`), at azimuths 30 and 120 (elevation 15),
+paired with the shipped toy prior by default (``--video-prior toy``; ``--video-prior none``: the toy
+prior alone). Two cameras 90 degrees apart: one camera alone cannot tell a slide along its line of
+sight from one across it."""
+
+
+def shipped_experts() -> Optional[str]:
+    """The shipped time experts' folders, comma-separated (None where none ships)."""
+    found = [str(d) for d in TOY_EXPERT_DIRS if d.is_dir()]
+    return ",".join(found) or None
 
 IMAGE_KINDS = ("toy", "analytic", "sd", "mvdream")
 VIDEO_KINDS = ("toy", "none", "zeroscope", "modelscope", "animatediff", "svd")
@@ -68,9 +77,9 @@ def load_toy(path: Optional[str] = None, device="cpu"):
 
 
 def default_experts(path: Optional[str]) -> Optional[str]:
-    """The time experts paired with toy prior ``path`` by default: the shipped one with the shipped
+    """The time experts paired with toy prior ``path`` by default: the shipped ones with the shipped
     prior (None with a prior of your own, or where none ships)."""
-    return str(TOY_EXPERT_DIR) if path is None and TOY_EXPERT_DIR.is_dir() else None
+    return shipped_experts() if path is None else None
 
 
 def load_toy_pair(path: Optional[str] = None, experts: Optional[str] = "default", device="cpu"):
@@ -156,15 +165,18 @@ def load_image_prior(spec: str, device="cpu", allow_cpu: bool = False, toy_scene
 
 
 def load_video_prior(spec: str, device="cpu", allow_cpu: bool = False):
-    """The ``--video-prior``: ``toy`` is the shipped time expert (the toy prior itself where none
-    ships), ``toy:DIR1,DIR2`` (several time experts) gives a list, ``none`` gives None."""
+    """The ``--video-prior``: ``toy`` is the shipped time experts (a list; the toy prior itself where
+    none ships), ``toy:DIR1,DIR2`` (several time experts) gives a list, ``none`` gives None."""
     kind, path = parse_spec(spec, "--video-prior", VIDEO_KINDS)
     if kind == "none":
         return None
     if kind == "toy" and path and "," in path:  # several time experts (one per camera)
         return [load_toy(p, device) for p in path.split(",")]
-    if kind == "toy" and path is None and TOY_EXPERT_DIR.is_dir():
-        return load_toy(str(TOY_EXPERT_DIR), device)
+    if kind == "toy" and path is None and shipped_experts():
+        path = shipped_experts()
+        if "," not in path:
+            return load_toy(path, device)
+        return [load_toy(p, device) for p in path.split(",")]
     if kind == "toy":
         return load_toy(path, device)
     from diffusion_prior import loading

@@ -167,19 +167,27 @@ def test_v_prediction_trains_on_v_and_predicts_the_noise():
     assert torch.allclose(c, noise, atol=1e-3) and torch.allclose(u, noise, atol=1e-3)
 
 
-def test_the_shipped_expert_is_the_default_beside_the_shipped_prior(tmp_path):
-    """With the shipped toy prior, generate and prior sample pair the shipped time expert (a bouncing
-    ball's sample at the expert's camera moves: a seen prompt, the bench's sampling settings)."""
-    from scene4d.generate.priors import TOY_EXPERT_DIR, load_toy_pair, load_video_prior
-    from scene4d.generate.samples import judge_prompt
+def test_the_shipped_experts_are_the_default_beside_the_shipped_prior(tmp_path):
+    """With the shipped toy prior, generate and prior sample pair the shipped time experts (at azimuths
+    30 and 120; a sliding cone's sample moves as the prompt says in both experts' views: a seen
+    prompt, the bench's sampling settings)."""
+    from scene4d.generate.priors import TOY_EXPERT_DIRS, load_toy_pair, load_video_prior
+    from scene4d.generate.samples import judge, sample_video, sample_views
 
     pair = load_toy_pair()
-    assert isinstance(pair, TimeExpertPrior) and pair.metas[0]["azimuth"] == 30.0
-    assert load_video_prior("none") is None and load_video_prior("toy").config[EXPERT_KEY]
+    assert isinstance(pair, TimeExpertPrior) and [m["azimuth"] for m in pair.metas] == [30.0, 120.0]
+    assert load_video_prior("none") is None
+    assert [e.config[EXPERT_KEY]["azimuth"] for e in load_video_prior("toy")] == [30.0, 120.0]
     assert not isinstance(load_toy_pair(experts="none"), TimeExpertPrior)
-    assert TOY_EXPERT_DIR.is_dir()
-    j = judge_prompt(pair, "a yellow cone sliding", seed=0, steps=25)
-    assert j.accuracy == {"colour": 1.0, "shape": 1.0, "motion": 1.0}, j.read_as
+    assert all(d.is_dir() for d in TOY_EXPERT_DIRS)
+    prompt = "a yellow cone sliding"
+    frames, cams = sample_video(pair, prompt, seed=0, steps=25)
+    G = pair.group_size
+    owned = sample_views(pair)[2]
+    assert owned == (0, 1)
+    for v in owned:  # each expert's own view on its own
+        acc, read = judge(frames, cams, tw.parse_prompt(prompt), [v * G + j for j in range(G)])
+        assert acc == {"colour": 1.0, "shape": 1.0, "motion": 1.0}, (v, read)
 
 
 def test_a_run_from_before_the_new_settings_resumes(tmp_path):
