@@ -329,7 +329,7 @@ def main() -> None:
                     help="--toy: only these prompt splits (default: all four)")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     ap.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
-                    help="--toy: a generate preset value for the toy prior's scenes (JSON value), e.g. drive_weight=100")
+                    help="--toy: a generate preset value for the toy prior's scenes (JSON value), e.g. motion_strength=2")
     ap.add_argument("--keep", type=Path, default=None,
                     help="--toy: keep each generated scene folder under this folder (PROMPT_seedN)")
     args = ap.parse_args()

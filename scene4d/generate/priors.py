@@ -170,12 +170,9 @@ def load_video_prior(spec: str, device="cpu", allow_cpu: bool = False):
     kind, path = parse_spec(spec, "--video-prior", VIDEO_KINDS)
     if kind == "none":
         return None
+    if kind == "toy" and path is None:
+        path = shipped_experts()  # None where none ships: the toy prior itself
     if kind == "toy" and path and "," in path:  # several time experts (one per camera)
-        return [load_toy(p, device) for p in path.split(",")]
-    if kind == "toy" and path is None and shipped_experts():
-        path = shipped_experts()
-        if "," not in path:
-            return load_toy(path, device)
         return [load_toy(p, device) for p in path.split(",")]
     if kind == "toy":
         return load_toy(path, device)

@@ -648,11 +648,13 @@ def grid_cameras(views: Cameras, times: Sequence[float]) -> Cameras:
 
 
 @torch.no_grad()
-def render_gt(scene: ToyScene, cameras: Cameras, background=(1.0, 1.0, 1.0), *, return_alpha: bool = False):
+def render_gt(scene: ToyScene, cameras: Cameras, background=(1.0, 1.0, 1.0), *, return_alpha: bool = False,
+              only: Optional[int] = None):
     """Ground-truth images ``(C, H, W, 3)`` in [0, 1], camera ``c`` showing time ``cameras.times[c]``.
 
     Cameras sharing a time are rendered in one rasterize call (torch backend, CPU unless the
-    cameras live elsewhere). With ``return_alpha`` also returns the (C, H, W) opacity.
+    cameras live elsewhere). With ``return_alpha`` also returns the (C, H, W) opacity; with ``only``
+    the object of that index alone, where the scene puts it.
     """
     if cameras.times is None:
         raise ValueError("render_gt: cameras carry no times; give them some with cameras.with_times(...)")
@@ -663,6 +665,8 @@ def render_gt(scene: ToyScene, cameras: Cameras, background=(1.0, 1.0, 1.0), *, 
     for t in torch.unique(times):
         idx = torch.nonzero(times == t).flatten()
         g = scene.gaussians_at(float(t))
+        if only is not None:
+            g = g[(scene.entity_labels() == only).to(g.device)]
         cams = cameras[idx] if len(idx) != C else cameras
         cams = cams.to(device=g.device, dtype=g.dtype)
         out = rasterize(g, cams, background=background, backend="torch", check=False)
@@ -983,16 +987,7 @@ def _predicted_track(scene: ToyScene, index: int, cameras: Cameras) -> Tuple[Ten
     camera at its time, measured as an observed clip's are: the object rendered alone where the scene
     puts it, on white, and masked (:func:`_foreground`). (The projected Gaussian centres and the
     pose's scale, used before, expected a ball growing x2.45 where its render grows x1.86.)"""
-    labels = scene.entity_labels() == index
-    C, H, W = len(cameras), cameras.height, cameras.width
-    rgb = torch.empty(C, H, W, 3)
-    times = cameras.times.detach().cpu().double()
-    for t in torch.unique(times):
-        idx = torch.nonzero(times == t).flatten()
-        g = scene.gaussians_at(float(t))
-        g = g[labels.to(g.device)]
-        cams = (cameras[idx] if len(idx) != C else cameras).to(device=g.device, dtype=g.dtype)
-        rgb[idx] = rasterize(g, cams, background=(1.0, 1.0, 1.0), backend="torch", check=False).rgb.clamp(0, 1).cpu()
+    rgb = render_gt(scene, cameras, only=index)
     return _track(_foreground(rgb, (1.0, 1.0, 1.0)))
 
 
