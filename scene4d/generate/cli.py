@@ -213,7 +213,7 @@ def prior_sample(
 
 def prior_train_toy(
     out: Path = Path("toy_prior"),
-    steps: int = 20000,
+    steps: Optional[int] = None,
     batch: int = 32,
     resume: bool = False,
     workers: int = 0,
@@ -245,7 +245,8 @@ def prior_train_toy(
 
     Args:
         out: the training folder (OUT/prior is the prior; OUT/checkpoints the state).
-        steps: optimizer steps in all.
+        steps: optimizer steps in all (default 20000; with --resume, the run's own total: the
+            learning-rate schedule decays over it, so give --steps again only to lengthen a run).
         batch: groups of 4 images per step.
         resume: continue the run in --out.
         workers: processes rendering data (0: in this process; more when cores are free).
@@ -283,7 +284,10 @@ def prior_train_toy(
     from ..cli import UsageError, _at_least, _device
     from .train_toy import ToyTrainConfig, train_toy_prior
 
-    _at_least("--steps", steps, 1)
+    if steps is not None:
+        _at_least("--steps", steps, 1)
+    elif not resume:
+        steps = 20000
     _at_least("--batch", batch, 1)
     _at_least("--warmup", warmup, 0)
     for flag, v in (("--high-t-share", high_t_share), ("--high-t-from", high_t_from)):

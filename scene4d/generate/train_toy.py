@@ -50,8 +50,8 @@ MODES = ("views", "times", "grid")
 class ToyTrainConfig:
     """One training run of the toy prior."""
 
-    steps: int = 20000
-    """Optimizer steps."""
+    steps: Optional[int] = 20000
+    """Optimizer steps (None when resuming: the run's own total)."""
     batch: int = 32
     """Groups (of 4 images) per step."""
     lr: float = 3e-4
@@ -275,7 +275,12 @@ def train_toy_prior(out: Path, cfg: ToyTrainConfig, *, resume: bool = False, dev
             saved["video_camera"] = tuple(saved["video_camera"])
         if asdict(cfg) != saved and any(k != "steps" and saved[k] != v for k, v in asdict(cfg).items()):
             print("resuming with the settings the run started with (only --steps may change)")
-        cfg = ToyTrainConfig(**{**asdict(ToyTrainConfig()), **saved, "steps": cfg.steps})
+        # steps=None: the run's own total (a resume that silently took a new default total would
+        # change the learning-rate schedule under the run)
+        cfg = ToyTrainConfig(**{**asdict(ToyTrainConfig()), **saved,
+                                "steps": saved["steps"] if cfg.steps is None else cfg.steps})
+    if cfg.steps is None:
+        raise ValueError("steps=None keeps a resumed run's own total; a new run needs a number of steps")
     prior = new_toy_prior(toy_vocabulary(), size=cfg.size, channels=cfg.channels, seed=cfg.seed, heads=cfg.heads,
                           prediction_type=cfg.prediction_type)
     if cfg.video_camera is not None:
