@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

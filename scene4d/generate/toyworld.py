@@ -982,13 +982,21 @@ def _track(mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     return (m * xs).sum((1, 2)) / area, (m * ys).sum((1, 2)) / area, area.sqrt()
 
 
-def _predicted_track(scene: ToyScene, index: int, cameras: Cameras) -> Tuple[Tensor, Tensor, Tensor]:
+def _predicted_track(scene: ToyScene, index: int, cameras: Cameras, hidden: Optional[Tensor] = None
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
     """Predicted centroid x, y (px) and size sqrt(area) (px) of object ``index`` of ``scene`` in each
     camera at its time, measured as an observed clip's are: the object rendered alone where the scene
     puts it, on white, and masked (:func:`_foreground`). (The projected Gaussian centres and the
-    pose's scale, used before, expected a ball growing x2.45 where its render grows x1.86.)"""
-    rgb = render_gt(scene, cameras, only=index)
-    return _track(_foreground(rgb, (1.0, 1.0, 1.0)))
+    pose's scale, used before, expected a ball growing x2.45 where its render grows x1.86.)
+
+    ``hidden`` (T, H, W): pixels where the clip shows another object in front (a stack's top,
+    as observed), taken out of the prediction as they are out of the observed mask: a ball
+    bouncing off a cylinder uncovers more of the cylinder's top, so the still cylinder's visible
+    part rises and falls with it, and rendered alone it would predict a still track."""
+    m = _foreground(render_gt(scene, cameras, only=index), (1.0, 1.0, 1.0))
+    if hidden is not None:
+        m = m & ~hidden
+    return _track(m)
 
 
 def _stripe_harmonics(frames: Tensor, mask: Tensor, cameras: Cameras, groups: List[List[int]]) -> Tensor:
@@ -1049,7 +1057,8 @@ def _texture_phase(frames: Tensor, mask: Tensor, cameras: Cameras, groups: List[
 _STATIC = "still/spinning"
 
 
-def _classify_motion(frames: Tensor, mask: Tensor, cameras: Cameras, make_scene, index: int) -> Tuple[str, dict]:
+def _classify_motion(frames: Tensor, mask: Tensor, cameras: Cameras, make_scene, index: int,
+                     hidden: Optional[Tensor] = None) -> Tuple[str, dict]:
     """Motion from the centroid track and size change per camera against each motion's predicted
     track (with the object's own slot), and, for a static track, the texture phase (spin)."""
     groups = [g for g in _camera_groups(cameras) if len(g) >= 2]
@@ -1058,7 +1067,7 @@ def _classify_motion(frames: Tensor, mask: Tensor, cameras: Cameras, make_scene,
     ox, oy, osz = _track(mask)
     errors = {}
     for motion in ("still", "bouncing", "circling", "sliding", "swaying", "growing"):
-        px, py, psz = _predicted_track(make_scene(motion), index, cameras)
+        px, py, psz = _predicted_track(make_scene(motion), index, cameras, hidden)
         err, n = 0.0, 0
         for g in groups:
             gi = torch.tensor(g)
@@ -1116,7 +1125,10 @@ def classify(frames: Tensor, cameras: Cameras, *, background=(1.0, 1.0, 1.0), ma
         make, index = (lambda mo: ToyScene((ToyObject(colour, shape, mo),))), 0
     else:
         make, index = _slot[0](colour, shape), _slot[2]
-    motion, d3 = _classify_motion(frames, m, cameras, make, index)
+    hidden = None if _slot is None or len(_slot) < 5 or _slot[4] is None else _slot[4]
+    if hidden is not None and colour == "white":  # white pixels next to the other object are not this one's
+        hidden = torch.nn.functional.max_pool2d(hidden.float()[:, None], 3, 1, 1)[:, 0] > 0
+    motion, d3 = _classify_motion(frames, m, cameras, make, index, hidden)
     return Classification(colour, shape, motion, {**d1, **d2, **d3, "foreground_px": int(m.sum())})
 
 
@@ -1248,6 +1260,8 @@ def classify_scene(frames: Tensor, cameras: Cameras, n_objects: int, *,
         other_obj = ToyObject("white", "cube", "still")
         if relation == "on top of" and 1 in objs:
             other_obj = ToyObject(objs[1].colour, objs[1].shape, objs[1].motion)
+        # the bottom of a stack: its motions are predicted without what the top, as observed, hides
+        hidden = masks[0] if relation == "on top of" and index == 1 else None
 
         def factory(colour, shape, index=index, other=other_obj):
             def make(motion):
@@ -1255,7 +1269,7 @@ def classify_scene(frames: Tensor, cameras: Cameras, n_objects: int, *,
                 return ToyScene((me, other) if index == 0 else (other, me), relation)
             return make
         objs[index] = classify(frames, cameras, background=background, mask=masks[index],
-                               _slot=(factory, PAIR_SCALE, index, placement))
+                               _slot=(factory, PAIR_SCALE, index, placement, hidden))
     return SceneClassification((objs[0], objs[1]), relation,
                                {"separated_by": how, "offset": (round(float(dx), 3), round(float(dy), 3))})
 

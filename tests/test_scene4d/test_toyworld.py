@@ -311,6 +311,21 @@ def test_a_motion_reads_by_its_kind_against_what_its_render_shows():
             assert c.motion == want, (motion, part, c.details)
 
 
+def test_a_stacks_bottom_is_predicted_without_what_the_top_hides():
+    """A ball bouncing on a still cylinder uncovers more of the cylinder's top as it rises, so the
+    cylinder's visible part moves: each of the bottom's motions is predicted without the pixels the
+    observed top covers, and on the truth the still bottom's error is exact (rendered alone it was
+    0.0087 against 0.0134 for bouncing, and a generated scene read the cylinder bouncing)."""
+    views = tw.camera_from_angles(torch.tensor([30.0, 120.0, 210.0, 300.0]), torch.tensor([15.0] * 4))
+    cams = grid_cameras(views, [i / 7 for i in range(8)])
+    scene = parse_prompt("a green ball bouncing on top of a white cylinder")
+    got = classify_scene(render_gt(scene, cams), cams, 2)
+    assert [(o.colour, o.shape, o.motion) for o in got.objects] == [
+        ("green", "ball", "bouncing"), ("white", "cylinder", "still")], got
+    err = got.objects[1].details["motion_error"]
+    assert err["still/spinning"] < 1e-6 and min(v for k, v in err.items() if k != "still/spinning") > 0.005, err
+
+
 def test_classify_scene_two_objects():
     scene = parse_prompt("a red cube bouncing next to a blue ball")
     cams = grid_cameras(tw.camera_from_angles([80, 110], [10, 25]), [0.0, 1 / 3, 2 / 3, 1.0])
