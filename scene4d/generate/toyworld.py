@@ -1119,15 +1119,15 @@ def classify(frames: Tensor, cameras: Cameras, *, background=(1.0, 1.0, 1.0), ma
         return Classification("none", "none", "none", {"foreground_px": int(m.sum()), "note": "no foreground"})
     colour, d1 = _classify_colour(frames, m)
     scale = 1.0 if _slot is None else _slot[1]
-    placement = None if _slot is None or len(_slot) < 4 else _slot[3]
+    placement = None if _slot is None else _slot[3]
     shape, d2 = _classify_shape(frames, m, cameras, scale, colour, background, placement)
     if _slot is None:
         make, index = (lambda mo: ToyScene((ToyObject(colour, shape, mo),))), 0
     else:
         make, index = _slot[0](colour, shape), _slot[2]
-    hidden = None if _slot is None or len(_slot) < 5 or _slot[4] is None else _slot[4]
-    if hidden is not None and colour == "white":  # white pixels next to the other object are not this one's
-        hidden = torch.nn.functional.max_pool2d(hidden.float()[:, None], 3, 1, 1)[:, 0] > 0
+    hidden = None if _slot is None else _slot[4]
+    if hidden is not None and colour == "white":  # as the split: white pixels next to the other are not this one's
+        hidden = _next_to(hidden)
     motion, d3 = _classify_motion(frames, m, cameras, make, index, hidden)
     return Classification(colour, shape, motion, {**d1, **d2, **d3, "foreground_px": int(m.sum())})
 
@@ -1142,6 +1142,12 @@ def _components(mask: Tensor) -> Tensor:
             break
         lab = new
     return lab.long()
+
+
+def _next_to(mask: Tensor) -> Tensor:
+    """(T, H, W) bool: the mask grown by one pixel (3 x 3), where a hued object's desaturated edge
+    pixels lie."""
+    return torch.nn.functional.max_pool2d(mask.float()[:, None], 3, 1, 1)[:, 0] > 0
 
 
 def _split_objects(frames: Tensor, fg: Tensor, along: Tensor) -> Tuple[Tensor, Tensor, str]:
@@ -1166,8 +1172,7 @@ def _split_objects(frames: Tensor, fg: Tensor, along: Tensor) -> Tuple[Tensor, T
     if pair is not None:
         a, b = cols == pair[0], cols == pair[1]
         if pair[1] == white:  # desaturated edge pixels of the hued object are not the white object
-            near_a = torch.nn.functional.max_pool2d(a.float()[:, None], 3, 1, 1)[:, 0] > 0
-            b = b & ~near_a
+            b = b & ~_next_to(a)
         return a, b, "colour"
     # one colour for both: the two largest connected components of each frame (best effort: an
     # occluded or touching pair gives one component, used for both objects)
