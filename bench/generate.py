@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from diffusion_prior.experts import SAMPLE_FROM  # noqa: E402
 from scene4d.generate.config import load_generate_preset  # noqa: E402
 from scene4d.generate.job import generate  # noqa: E402
 
@@ -174,7 +175,7 @@ def toy_samples(args, prompts) -> dict:
         for p in plist:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 t0 = time.perf_counter()
-                j = judge_prompt(prior, p, seed, steps=args.sample_steps)
+                j = judge_prompt(prior, p, seed, steps=args.sample_steps, expert_from=args.expert_from)
                 rows.append({"prompt": p, "seed": seed, "read_as": j.read_as,
                              **{f"acc_{k}": v for k, v in j.accuracy.items()},
                              "seconds": round(time.perf_counter() - t0, 1)})
@@ -319,6 +320,9 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true",
                     help="--toy: the SDS pull toward each moving prompt's motion (seconds per prompt)")
     ap.add_argument("--sample-steps", type=int, default=25, help="ancestral sampling steps per sample")
+    ap.add_argument("--expert-from", type=float, default=SAMPLE_FROM,
+                    help="--samples with time experts: where an expert's groups pass to the prior (a fraction "
+                         "of the schedule; 0.8: where the experts were trained)")
     ap.add_argument("--no-generate", action="store_true", help="--toy: skip the toy prior's scenes (the bounds still run)")
     ap.add_argument("--ceiling", action="store_true", help="--toy: also the analytic prior on the ground truth")
     ap.add_argument("--initial", action="store_true", help="--toy: also the scene before any step")

@@ -138,6 +138,7 @@ def prior_sample(
     guidance: float = 3.0,
     seed: int = 0,
     size: int = 64,
+    expert_from: float = 0.6,
 ) -> None:
     """Samples of a prior for a prompt: a grid of views (rows) x times (columns), what the prior
     believes the prompt looks like, before any scene is fitted.
@@ -156,6 +157,9 @@ def prior_sample(
         guidance: classifier-free guidance scale.
         seed: random seed.
         size: pixels per cell in the grid (samples are upscaled to it).
+        expert_from: with experts, where an expert's rows pass to the prior, as a fraction of the
+            noise schedule (the expert's own trained t_from, 0.8, when lower): the experts draw
+            the detail that shows time (a spin's stripes) a little below where they were trained.
     """
     import torch
 
@@ -171,6 +175,8 @@ def prior_sample(
     _at_least("--views", views, 1)
     _at_least("--times", times, 1)
     _at_least("--steps", steps, 1)
+    if not 0.0 <= expert_from <= 1.0:
+        raise UsageError(f"--expert-from is a fraction of the noise schedule (0 to 1), got {expert_from}")
     kind, path = parse_spec(prior, "--prior", ("toy",))
     expert = default_experts(path)
     if video_prior:
@@ -200,7 +206,8 @@ def prior_sample(
     if expert is None:  # one group per time: the views of one moment
         cams, tt = cams.transpose(0, 1).reshape(-1, views, 4, 4), tt.T.reshape(-1, views)
     imgs = p.sample(prompt, cams, tt.contiguous(), steps=steps, guidance_scale=guidance,
-                    generator=torch.Generator().manual_seed(seed))
+                    generator=torch.Generator().manual_seed(seed),
+                    **({"expert_from": expert_from} if expert is not None else {}))
     imgs = torch.nn.functional.interpolate(imgs.flatten(0, 1), size=(size, size), mode="nearest")
     if expert is None:  # (times, views) -> rows = views
         imgs = imgs.reshape(times, views, 3, size, size).permute(1, 3, 0, 4, 2)

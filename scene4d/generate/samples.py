@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from cameras import Cameras
-from diffusion_prior.experts import expert_cameras, seen_by
+from diffusion_prior.experts import SAMPLE_FROM, TimeExpertPrior, expert_cameras, seen_by
 
 from . import toyworld as tw
 
@@ -60,9 +60,11 @@ def sample_views(prior) -> Tuple[Tuple[float, ...], float, Tuple[int, ...]]:
 
 
 def sample_video(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0,
-                 times: Sequence[float] = SAMPLE_TIMES) -> Tuple[Tensor, Cameras]:
+                 times: Sequence[float] = SAMPLE_TIMES, expert_from: Optional[float] = SAMPLE_FROM
+                 ) -> Tuple[Tensor, Cameras]:
     """(views * times, s, s, 3) frames in [0, 1] and their cameras: the prior's samples of
-    ``prompt`` as one video group per camera (:func:`sample_views`)."""
+    ``prompt`` as one video group per camera (:func:`sample_views`); with time experts, each
+    expert draws its groups down to ``expert_from`` (:data:`diffusion_prior.experts.SAMPLE_FROM`)."""
     G = prior.group_size
     if len(times) != G:
         raise ValueError(f"sample_video: the prior's groups hold {G} frames, got {len(times)} times")
@@ -71,9 +73,10 @@ def sample_video(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance
     n = len(cams) // G
     w2c = cams.world_to_camera.reshape(n, G, 4, 4)
     tt = cams.times.reshape(n, G)
+    extra = {"expert_from": expert_from} if isinstance(prior, TimeExpertPrior) else {}
     with torch.no_grad():
         imgs = prior.sample(prompt, w2c, tt, steps=steps, guidance_scale=guidance,
-                            generator=torch.Generator().manual_seed(seed))
+                            generator=torch.Generator().manual_seed(seed), **extra)
     frames = imgs.flatten(0, 1).permute(0, 2, 3, 1).float().clamp(0, 1).cpu()
     return frames, cams
 
@@ -116,9 +119,10 @@ def judge(frames: Tensor, cameras: Cameras, scene: "tw.ToyScene", motion_frames:
     return tw.attribute_accuracy(scene, cls), read
 
 
-def judge_prompt(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0) -> SampleJudgement:
+def judge_prompt(prior, prompt: str, seed: int = 0, *, steps: int = 25, guidance: float = 3.0,
+                 expert_from: Optional[float] = SAMPLE_FROM) -> SampleJudgement:
     scene = tw.parse_prompt(prompt)
-    frames, cams = sample_video(prior, prompt, seed, steps=steps, guidance=guidance)
+    frames, cams = sample_video(prior, prompt, seed, steps=steps, guidance=guidance, expert_from=expert_from)
     G = prior.group_size
     owned = sample_views(prior)[2]
     acc, read = judge(frames, cams, scene, [v * G + j for v in owned for j in range(G)] or None)
