@@ -94,7 +94,6 @@ class TimeExpertPrior(DiffusionPrior):
         self.base, self.experts = base, experts
         self.metas = [dict(expert_meta(e)) for e in experts]
         self.t_from = [float(m["t_from"]) for m in self.metas]
-        self._route_from: Optional[float] = None  # set by sample() only
         self.native_size = base.native_size
         self.group_size = base.group_size
         self.prediction_type = base.prediction_type
@@ -118,23 +117,23 @@ class TimeExpertPrior(DiffusionPrior):
     def decode_preview(self, x0: Tensor) -> Tensor:
         return self.base.decode_preview(x0)
 
-    def owner(self, t: Tensor, cameras: Tensor) -> Tensor:
+    def owner(self, t: Tensor, cameras: Tensor, expert_from: Optional[float] = None) -> Tensor:
         """(B,) long: the expert that answers each group (its index; -1: the base), i.e. the first
-        expert whose camera sees every image of the group, if the timestep is in its part
-        (``t_from``, lowered to ``expert_from`` inside :meth:`sample`)."""
+        expert whose camera sees every image of the group, if the timestep is in its part (from its
+        ``t_from``, or from ``expert_from`` where that is lower: :meth:`sample`)."""
         T = len(self.alphas_cumprod)
         at = seen_by(self.metas, cameras).all(1)  # (B, E): every image of the group
         out = torch.full((at.shape[0],), -1, dtype=torch.long)
         for i in reversed(range(len(self.experts))):  # the first listed wins
-            t_from = self.t_from[i] if self._route_from is None else min(self.t_from[i], self._route_from)
+            t_from = self.t_from[i] if expert_from is None else min(self.t_from[i], expert_from)
             out[at[:, i] & (t.cpu() >= round(t_from * (T - 1)))] = i  # TimestepSchedule's scaling
         return out
 
     def predict_noise(self, x_t: Tensor, t: Tensor, emb: PromptEmbeds, *, cameras: Optional[Tensor],
-                      times: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+                      times: Optional[Tensor], expert_from: Optional[float] = None) -> Tuple[Tensor, Tensor]:
         if cameras is None or times is None:
             raise PriorError("a time expert pair needs the cameras and times of every group")
-        own = self.owner(t, cameras)
+        own = self.owner(t, cameras, expert_from)
         eps_c, eps_u = torch.empty_like(x_t), torch.empty_like(x_t)
         for i in torch.unique(own).tolist():
             model, e = (self.base, emb) if i < 0 else (self.experts[i], emb.extra["experts"][i])
@@ -157,9 +156,5 @@ class TimeExpertPrior(DiffusionPrior):
         emb = self.encode_prompt(prompt, negative)
         cfg = self.base.unet.config
         shape = (*cameras.shape[:2], cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        self._route_from = expert_from
-        try:
-            return ddim_sample(self, emb, shape, cameras, times, steps=steps, guidance_scale=guidance_scale,
-                               generator=generator, eta=eta, clamp=self.base.vae is None)
-        finally:
-            self._route_from = None
+        return ddim_sample(self, emb, shape, cameras, times, steps=steps, guidance_scale=guidance_scale,
+                           generator=generator, eta=eta, clamp=self.base.vae is None, expert_from=expert_from)

@@ -312,9 +312,11 @@ class MultiViewPrior(DiffusionPrior):
 @torch.no_grad()
 def ddim_sample(prior: DiffusionPrior, emb: PromptEmbeds, shape: Tuple[int, ...], cameras: Tensor,
                 times: Optional[Tensor], *, steps: int = 50, guidance_scale: float = 3.0,
-                generator: Optional[torch.Generator] = None, eta: float = 1.0, clamp: bool = True) -> Tensor:
-    """The DDIM loop of :meth:`MultiViewPrior.sample` over any prior's ``predict_noise``: groups of
-    ``shape`` (B, G, C, h, w) in model space -> ``prior.decode_preview`` of the last estimate."""
+                generator: Optional[torch.Generator] = None, eta: float = 1.0, clamp: bool = True,
+                **predict_kwargs) -> Tensor:
+    """The DDIM loop of :meth:`MultiViewPrior.sample` over any prior's ``predict_noise`` (given
+    ``predict_kwargs`` besides the cameras and times): groups of ``shape`` (B, G, C, h, w) in model
+    space -> ``prior.decode_preview`` of the last estimate."""
     B = shape[0]
     x = torch.randn(shape, generator=generator).to(prior.device)
     ac = prior.alphas_cumprod.float().to(x.device)
@@ -322,7 +324,7 @@ def ddim_sample(prior: DiffusionPrior, emb: PromptEmbeds, shape: Tuple[int, ...]
     ts = torch.linspace(T - 1, 0, steps).round().long().tolist()
     for i, t in enumerate(ts):
         eps_c, eps_u = prior.predict_noise(x, torch.full((B,), t, dtype=torch.long), emb, cameras=cameras,
-                                           times=times)
+                                           times=times, **predict_kwargs)
         eps = eps_u + guidance_scale * (eps_c - eps_u)
         a = ac[t]
         x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt())

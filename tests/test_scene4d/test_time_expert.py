@@ -98,8 +98,8 @@ def test_a_sample_keeps_the_experts_groups_down_to_expert_from(folders, monkeypa
     seen = []
     real = TimeExpertPrior.owner
 
-    def spy(self, t, cameras):
-        out = real(self, t, cameras)
+    def spy(self, t, cameras, expert_from=None):
+        out = real(self, t, cameras, expert_from)
         seen.append((int(t[0]), out.tolist()))
         return out
 
